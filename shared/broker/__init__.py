@@ -1,0 +1,88 @@
+"""The Broker port: durable work queues with priorities, manual acks and dead letters, plus a
+broadcast topic. Adapters: `memory.InMemoryBroker` (embedded) and `rabbitmq.RabbitMQBroker`.
+
+The store holds the truth about every task; the broker only carries messages between services.
+Every consumer is therefore idempotent: a message may be delivered more than once.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.protocol import QueueSpec
+
+
+class Delivery(Protocol):
+    """One message handed to a consumer. It is settled once: acked, or rejected."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def redelivered(self) -> bool:
+        """True when this message was delivered before and not acked (consumer died, nack)."""
+        ...
+
+    async def ack(self) -> None: ...
+
+    async def reject(self, *, requeue: bool) -> None:
+        """requeue=True puts the message back at its place in the queue; False dead-letters it."""
+        ...
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+TopicHandler = Callable[[bytes], Awaitable[None]]
+
+
+class Subscription(Protocol):
+    async def cancel(self) -> None:
+        """Stop deliveries to this consumer. Safe to call from inside its own handler and more
+        than once. Deliveries already handed to the handler are still settled by it; any the
+        adapter buffered but did not hand over go back to the queue in order."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    queue: QueueSpec
+    body: bytes
+    priority: int = 0
+
+
+class Broker(Protocol):
+    """Semantics every adapter keeps (the contract suite in tests/contract checks each one):
+
+    - Queues are declared on first use from their QueueSpec; publishing to a queue with no
+      consumer keeps the message until one comes (or until `message_ttl_s` runs out).
+    - A queue with `max_priority` hands out higher priorities first, FIFO within a priority.
+    - `consume` runs at most `prefetch` handlers of one consumer at a time; with prefetch=1
+      messages are handled strictly one after another in queue order.
+    - When a handler returns without settling, the adapter acks. When it raises a transient
+      error (BrokerUnavailable, StoreUnavailable) the message is requeued; any other exception
+      dead-letters it into `Queues.dead_letters`.
+    - Several consumers on one queue share its messages; each message goes to one of them.
+    - `publish` returns once the broker has taken the message (publisher confirm); it raises
+      BrokerUnavailable when that cannot happen.
+    - Topics are fire-and-forget broadcasts to every current subscriber; nothing is kept.
+    """
+
+    @property
+    def durable(self) -> bool:
+        """Whether accepted messages survive a restart of this process (False for memory)."""
+        ...
+
+    async def publish(self, queue: QueueSpec, body: bytes, *, priority: int = 0) -> None: ...
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        """Publish all, pipelined; returns once every one is confirmed."""
+        ...
+
+    async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int) -> Subscription: ...
+
+    async def broadcast(self, topic: str, body: bytes) -> None: ...
+
+    async def subscribe(self, topic: str, handler: TopicHandler) -> Subscription: ...
+
+    async def queue_depth(self, queue: QueueSpec) -> int:
+        """Messages ready in the queue (not counting those delivered and not yet settled)."""
+        ...

@@ -1,0 +1,272 @@
+"""Every message that crosses a wire: REST bodies, WebSocket frames and broker envelopes.
+
+Inbound models validate what clients send. Outbound frames are plain dicts built by the
+`*_frame` functions and encoded once with orjson, because they sit on the hot path.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt
+
+from shared.ids import ID_PATTERN
+from shared.models import (
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    ResultRecord,
+    TaskRecord,
+)
+
+ClientId = Annotated[str, Field(pattern=ID_PATTERN)]
+Priority = Annotated[StrictInt, Field(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=30 * 24 * 3600)]
+
+TASK_CREATED_MESSAGE: Final = "Processing task created successfully"
+
+# --- WebSocket message types -------------------------------------------------------------
+CONNECTION_ESTABLISHED: Final = "connection_established"
+PROCESSING_TASK: Final = "processing_task"
+PROCESSING_RESULT: Final = "processing_result"
+PROCESSING_RESULT_RECEIVED: Final = "processing_result_received"
+TASK_STATUS_UPDATE: Final = "task_status_update"
+TASK_CREATED: Final = "task_created"
+TASK_CANCELLED: Final = "task_cancelled"
+CANCEL_TASK: Final = "cancel_task"
+PING: Final = "ping"
+PONG: Final = "pong"
+ERROR: Final = "error"
+
+# --- WebSocket error codes ---------------------------------------------------------------
+ERR_INVALID_JSON: Final = "invalid_json"
+ERR_UNKNOWN_TYPE: Final = "unknown_type"
+ERR_INVALID_MESSAGE: Final = "invalid_message"
+ERR_UNKNOWN_TASK: Final = "unknown_task"
+ERR_NOT_YOURS: Final = "not_your_task"
+ERR_ID_MISMATCH: Final = "id_mismatch"
+ERR_INVALID_STATUS: Final = "invalid_status"
+ERR_ALREADY_FINISHED: Final = "task_already_finished"
+ERR_UNAVAILABLE: Final = "unavailable"
+
+# WebSocket close codes (RFC 6455 §7.4.1)
+CLOSE_POLICY_VIOLATION: Final = 1008
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+CLOSE_SUPERSEDED: Final = 4000
+"""Private-use code: a newer connection with the same drone id took over this one."""
+
+
+class _Inbound(BaseModel):
+    # Clients written against the spec may send fields we do not know; ignore, never reject.
+    model_config = ConfigDict(extra="ignore")
+
+
+class TaskOptions(_Inbound):
+    """Optional extensions; a body from the spec without them stays valid."""
+
+    timeout_s: PositiveSeconds | None = None
+    ttl_s: PositiveSeconds | None = None
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=100)] | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class CreateTaskRequest(TaskOptions):
+    app_id: ClientId
+    drone_id: ClientId
+    task_type: Annotated[str, Field(min_length=1, max_length=128)]
+    input_data: dict[str, JsonValue]
+    priority: Priority = DEFAULT_PRIORITY
+
+
+class WsTaskRequest(TaskOptions):
+    """An application's `processing_task` data: the path names the app, so app_id is optional."""
+
+    app_id: ClientId | None = None
+    drone_id: ClientId
+    task_type: Annotated[str, Field(min_length=1, max_length=128)]
+    input_data: dict[str, JsonValue]
+    priority: Priority = DEFAULT_PRIORITY
+
+
+class CreateTaskResponse(BaseModel):
+    task_id: str
+    message: str = TASK_CREATED_MESSAGE
+
+
+class CancelTaskResponse(BaseModel):
+    task_id: str
+    status: str
+    message: str = "Processing task cancelled"
+
+
+class DroneResult(_Inbound):
+    task_id: Annotated[str, Field(min_length=1, max_length=128)]
+    drone_id: ClientId | None = None
+    result_data: dict[str, JsonValue] = Field(default_factory=dict)
+    processing_time: Annotated[float, Field(ge=0)] | None = None
+    success: StrictBool
+    error_message: Annotated[str, Field(max_length=4096)] | None = None
+    timestamp: str | None = None
+
+
+class DroneStatusUpdate(_Inbound):
+    task_id: Annotated[str, Field(min_length=1, max_length=128)]
+    drone_id: ClientId | None = None
+    status: str
+    additional_data: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class CancelTask(_Inbound):
+    task_id: Annotated[str, Field(min_length=1, max_length=128)]
+    request_id: JsonValue = None
+
+
+# --- Outbound frames ---------------------------------------------------------------------
+
+
+def welcome_frame(client_id: str, client_type: Literal["application", "drone"], ts: str) -> bytes:
+    return encode(
+        {
+            "type": CONNECTION_ESTABLISHED,
+            "client_id": client_id,
+            "client_type": client_type,
+            "timestamp": ts,
+        }
+    )
+
+
+def error_frame(code: str, message: str, **extra: JsonValue) -> bytes:
+    return encode({"type": ERROR, "code": code, "message": message, **extra})
+
+
+def drone_task_frame(task: TaskRecord, ts: str) -> bytes:
+    return encode(
+        {
+            "type": PROCESSING_TASK,
+            "task_id": task.task_id,
+            "task_data": {
+                "app_id": task.app_id,
+                "drone_id": task.drone_id,
+                "task_type": task.task_type,
+                "input_data": task.input_data,
+                "priority": task.priority,
+            },
+            "attempt": task.attempts,
+            "timestamp": ts,
+        }
+    )
+
+
+def result_received_frame(result: ResultRecord, app_id: str) -> bytes:
+    return encode(
+        {
+            "type": PROCESSING_RESULT_RECEIVED,
+            "result_id": result.result_id,
+            "task_id": result.task_id,
+            "result_data": result.result_data,
+            "drone_id": result.drone_id,
+            "app_id": app_id,
+            "success": result.success,
+            "processing_time": result.processing_time,
+            "error_message": result.error_message,
+            "timestamp": result.timestamp,
+        }
+    )
+
+
+def status_update_frame(
+    task: TaskRecord, ts: str, additional_data: dict[str, JsonValue] | None = None
+) -> bytes:
+    extra: dict[str, JsonValue] = dict(additional_data or {})
+    if task.error_code is not None:
+        extra.setdefault("error_code", task.error_code)
+        extra.setdefault("error_message", task.error_message)
+    return encode(
+        {
+            "type": TASK_STATUS_UPDATE,
+            "task_id": task.task_id,
+            "status": task.status,
+            "drone_id": task.drone_id,
+            "additional_data": extra,
+            "timestamp": ts,
+        }
+    )
+
+
+def task_cancelled_frame(task_id: str, reason: str) -> bytes:
+    return encode({"type": TASK_CANCELLED, "task_id": task_id, "reason": reason})
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message)
+
+
+# --- Broker queues and envelopes ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A named work queue. Adapters declare it on first use with these arguments."""
+
+    name: str
+    max_priority: int | None = None
+    message_ttl_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Queues:
+    """Queue and topic names under one prefix, so test runs never share broker state."""
+
+    prefix: str = "droneflow"
+    notification_ttl_s: float = 24 * 3600
+
+    @property
+    def intake(self) -> QueueSpec:
+        """New and released tasks, on their way to the dispatcher."""
+        return QueueSpec(f"{self.prefix}.tasks", max_priority=MAX_PRIORITY)
+
+    @property
+    def drone_events(self) -> QueueSpec:
+        """Results and status updates from drones, on their way to the result writer."""
+        return QueueSpec(f"{self.prefix}.drone-events")
+
+    def drone(self, drone_id: str) -> QueueSpec:
+        return QueueSpec(f"{self.prefix}.drone.{drone_id}", max_priority=MAX_PRIORITY)
+
+    def app(self, app_id: str) -> QueueSpec:
+        return QueueSpec(f"{self.prefix}.app.{app_id}", message_ttl_s=self.notification_ttl_s)
+
+    @property
+    def dead_letters(self) -> QueueSpec:
+        return QueueSpec(f"{self.prefix}.dead-letters")
+
+    @property
+    def control(self) -> str:
+        """Broadcast topic every gateway hears: cancellations and timeouts of held tasks."""
+        return f"{self.prefix}.control"
+
+
+class TaskEnvelope(BaseModel):
+    """Intake queue and per-drone queues: the store holds the task, the message names it."""
+
+    task_id: str
+    drone_id: str
+
+
+class DroneEvent(BaseModel):
+    """A drone's result or status update, checked by the gateway, for the result writer."""
+
+    kind: Literal["result", "status"]
+    drone_id: str
+    app_id: str
+    received_at: str
+    result: DroneResult | None = None
+    status: DroneStatusUpdate | None = None
+
+
+class ControlMessage(BaseModel):
+    """Tells the gateway holding `drone_id` to drop a task: cancelled by its app, or timed out."""
+
+    kind: Literal["cancelled", "timeout"]
+    task_id: str
+    drone_id: str

@@ -1,0 +1,49 @@
+"""One Settings object, read from DRONEFLOW_* environment variables, built once in `main`."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.protocol import Queues
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRONEFLOW_", extra="ignore")
+
+    data_dir: Path = Path("droneflow-data")
+    store_url: str = Field(default="", description="default: sqlite:///<data_dir>/droneflow.db")
+    broker_url: str = "memory://"
+    auth: Literal["disabled"] = "disabled"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_frame_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_drone_capacity: int = Field(default=32, ge=1)
+
+    default_timeout_s: float = Field(default=3600.0, gt=0)
+    default_max_attempts: int = Field(default=3, ge=1)
+    notification_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    aging_interval_s: float | None = Field(
+        default=None, gt=0, description="raise a waiting task's priority by one per interval"
+    )
+
+    queue_prefix: str = Field(default="droneflow", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+    dispatch_grace_s: float = Field(default=5.0, ge=0)
+    consumer_prefetch: int = Field(default=256, ge=1)
+    shutdown_timeout_s: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _derive_store_url(self) -> "Settings":
+        if not self.store_url:
+            self.store_url = f"sqlite:///{self.data_dir / 'droneflow.db'}"
+        return self
+
+    @property
+    def queues(self) -> Queues:
+        return Queues(self.queue_prefix, self.notification_ttl_s)

@@ -1,0 +1,165 @@
+"""The TaskStore port: the truth about every task and result. Adapters:
+`sqlite.SQLiteTaskStore` (embedded, and several processes on one machine) and
+`mongo.MongoTaskStore` (collections `processingTasks` and `processingResults`).
+
+Every state change is one conditional, atomic write, so any number of gateways, dispatchers
+and result writers may race on the same task and it still moves only forward:
+
+    pending ──▶ processing ──▶ completed | failed          (terminal states are final)
+       └────────────┴────────▶ failed | cancelled
+
+Delivery bookkeeping is separate from the status the spec shows: `delivery` is `queued`
+(waiting for its drone) or `delivered` (a drone holds it). Releasing a delivered task puts it
+back to `queued` and keeps its status, because status never moves backwards.
+
+Methods raise StoreUnavailable for transient failures and nothing driver-specific.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from shared.models import ErrorCode, NewTask, ResultRecord, TaskRecord
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome:
+    task: TaskRecord
+    created: bool
+    """False when the (app_id, idempotency_key) pair already named a task: that one is returned."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultOutcome:
+    task: TaskRecord
+    result: ResultRecord | None
+    """The stored result: the new one, or the one stored before for this task, if any."""
+    stored: bool
+    """True only for the first result of a task that was not yet terminal."""
+
+
+StatusVerdict = Literal["applied", "ignored", "not_found", "not_yours", "invalid"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusOutcome:
+    verdict: StatusVerdict
+    """applied: stored (notify the app). ignored: the task is already terminal (ack quietly)."""
+    task: TaskRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    task: TaskRecord
+    cancelled: bool
+    """False when the task was already terminal (REST answers 409)."""
+    was_delivered: bool
+    """True when a drone held the task at the moment it was cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    tasks: list[TaskRecord]
+    next_cursor: str | None
+
+
+class TaskStore(Protocol):
+    # --- creating and reading -------------------------------------------------------------
+    async def create_task(self, new: NewTask) -> CreateOutcome:
+        """Insert a pending, queued task (attempts 0). Idempotent per (app_id, idempotency_key)."""
+        ...
+
+    async def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+    async def pending_for_drone(self, drone_id: str, limit: int) -> list[TaskRecord]:
+        """Tasks in status `pending` for the drone, highest priority first, then oldest first."""
+        ...
+
+    async def list_tasks(
+        self,
+        *,
+        app_id: str | None,
+        status: str | None,
+        updated_since: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> TaskPage:
+        """Tasks ordered by (updated_at, task_id); `cursor` is the opaque next_cursor of the
+        previous page. Raises ValueError for a cursor this store did not issue."""
+        ...
+
+    async def get_result(self, task_id: str) -> ResultRecord | None: ...
+
+    async def results_for_drone(self, drone_id: str, limit: int) -> list[ResultRecord]:
+        """Newest first."""
+        ...
+
+    # --- dispatch and delivery ------------------------------------------------------------
+    async def mark_dispatched(self, task_id: str) -> TaskRecord | None:
+        """The dispatcher is about to route the task to its drone's queue. Returns the task if it
+        is non-terminal and queued (stamping dispatched_at), else None: drop the message."""
+        ...
+
+    async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
+        """Non-terminal queued tasks never routed (dispatched_at unset) and last updated before
+        `older_than`: their intake message may have been lost, so the dispatcher re-sends it."""
+        ...
+
+    async def reset_dispatch(self) -> int:
+        """Clear dispatched_at on every non-terminal queued task, so they are routed again.
+        For a broker that lost its messages in a restart. Returns how many."""
+        ...
+
+    async def claim(self, task_id: str, drone_id: str) -> TaskRecord | None:
+        """queued → delivered for this drone, attempts + 1, delivered_at = now. None when the task
+        is unknown, for another drone, terminal, already delivered or past its ttl_s: the
+        caller drops the message. At most one concurrent claim of a queued task succeeds."""
+        ...
+
+    async def release(
+        self, task_id: str, drone_id: str, *, reason: ErrorCode | None = None
+    ) -> TaskRecord | None:
+        """A drone no longer holds the task (it disconnected, or the task timed out). If it was
+        delivered to this drone and is not terminal: back to queued with dispatched_at unset,
+        or, when attempts ≥ max_attempts, to failed with error_code `max_attempts`. Returns
+        the updated task, or None when nothing changed."""
+        ...
+
+    async def release_drone(self, drone_id: str) -> list[TaskRecord]:
+        """`release` every task delivered to this drone (after its gateway vanished)."""
+        ...
+
+    async def overdue(self, now: str, limit: int) -> list[TaskRecord]:
+        """Delivered, non-terminal tasks whose delivered_at + timeout_s is before `now`."""
+        ...
+
+    async def expire(self, now: str, limit: int) -> list[TaskRecord]:
+        """Fail (error_code `expired`) queued tasks in status pending whose created_at + ttl_s is
+        before `now`, and return them."""
+        ...
+
+    # --- drone reports ----------------------------------------------------------------------
+    async def apply_status(
+        self, task_id: str, drone_id: str, status: str
+    ) -> StatusOutcome:
+        """A drone's status update. Only `processing` is a status a drone may report (results
+        end a task); repeating it is a progress report and is applied again."""
+        ...
+
+    async def save_result(self, result: ResultRecord) -> ResultOutcome:
+        """Store a drone's result and end its task: completed, or failed with `drone_error`.
+        The caller checks that the drone owns the task. A second result is not stored."""
+        ...
+
+    async def cancel(self, task_id: str) -> CancelOutcome | None:
+        """Cancel a non-terminal task (error_code `cancelled`). None when the task is unknown."""
+        ...
+
+    # --- notification bookkeeping ----------------------------------------------------------
+    async def mark_notified(self, task_ids: Sequence[str]) -> None:
+        """The owning application was sent the task's final state."""
+        ...
+
+    async def unnotified(self, limit: int) -> list[tuple[TaskRecord, ResultRecord | None]]:
+        """Terminal tasks whose final state no application has been sent yet, oldest first."""
+        ...

@@ -1,0 +1,97 @@
+"""Fixtures for real backends. A backend that is not configured is skipped with the reason
+printed; under CI=true a configured RabbitMQ that cannot be reached fails the run instead."""
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+
+from shared.protocol import Queues
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: this backend is required)")
+    pytest.skip(reason)
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """An AMQP URL on a fresh vhost that is deleted after the session.
+
+    Falls back to the configured vhost when rabbitmqctl is not available; tests then rely on
+    `unique_queues` prefixes to stay apart."""
+    base = os.environ.get("DRONEFLOW_TEST_RABBITMQ_URL")
+    if not base:
+        pytest.skip("RabbitMQ tests need DRONEFLOW_TEST_RABBITMQ_URL (e.g. amqp://guest:guest@127.0.0.1:5672/)")
+    if not _reachable(base, 5672):
+        skip_or_fail(f"RabbitMQ at {base} is not reachable")
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        yield base
+        return
+    parts = urlsplit(base)
+    vhost = f"droneflow-test-{uuid.uuid4().hex[:12]}"
+    user = parts.username or "guest"
+    subprocess.run([rabbitmqctl, "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        [rabbitmqctl, "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        subprocess.run([rabbitmqctl, "delete_vhost", vhost], check=False, capture_output=True)
+
+
+@pytest.fixture
+def unique_queues() -> Queues:
+    """Queue names no other test (or earlier run) uses."""
+    return Queues(prefix=f"t{uuid.uuid4().hex[:10]}")
+
+
+def _docker_engine_available() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mongodb_url() -> Iterator[str]:
+    """DRONEFLOW_TEST_MONGODB_URL if set, else a testcontainers MongoDB if a Docker engine runs,
+    else skip: MongoDB is optional even in CI."""
+    url = os.environ.get("DRONEFLOW_TEST_MONGODB_URL")
+    if url:
+        yield url
+        return
+    if not _docker_engine_available():
+        pytest.skip(
+            "MongoDB tests need DRONEFLOW_TEST_MONGODB_URL or a running Docker engine "
+            "(testcontainers); neither is available"
+        )
+    from testcontainers.mongodb import MongoDbContainer
+
+    with MongoDbContainer("mongo:7") as container:
+        yield container.get_connection_url()
