@@ -1,0 +1,93 @@
+"""The dispatcher: intake queue → the drone's queue, plus the periodic sweep."""
+
+import asyncio
+import contextlib
+import logging
+
+from shared.announce import after_release, enqueue, notify_status, parse_task_envelope, task_envelope
+from shared.broker import Broker, Delivery
+from shared.clock import iso_before, now_iso, parse_timestamp
+from shared.errors import TRANSIENT_ERRORS
+from shared.metrics import TASKS_RELEASED, TASKS_ROUTED
+from shared.models import MAX_PRIORITY, TaskRecord
+from shared.protocol import ControlMessage
+from shared.settings import Settings
+from shared.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 500
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, broker: Broker, store: TaskStore) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.store = store
+        self.queues = settings.queues
+
+    async def on_intake(self, delivery: Delivery) -> None:
+        envelope = parse_task_envelope(delivery.body)
+        task = await self.store.mark_dispatched(envelope.task_id)
+        if task is None:
+            return  # finished, cancelled or already with a drone: the message is stale
+        await self.broker.publish(
+            self.queues.drone(task.drone_id),
+            task_envelope(task.task_id, task.drone_id),
+            priority=self.effective_priority(task),
+        )
+        TASKS_ROUTED.inc()
+
+    def effective_priority(self, task: TaskRecord) -> int:
+        """With aging on, a task gains one priority level per aging interval it has waited."""
+        interval = self.settings.aging_interval_s
+        if interval is None:
+            return task.priority
+        waited_s = (parse_timestamp(now_iso()) - parse_timestamp(task.created_at)).total_seconds()
+        return min(MAX_PRIORITY, task.priority + int(waited_s // interval))
+
+    async def sweep(self, *, grace_s: float) -> int:
+        """One pass over the store. Returns how many tasks it acted on."""
+        acted = 0
+        now = now_iso()
+        if await self.broker.queue_depth(self.queues.intake) == 0:
+            # Only when the intake is drained: a backlog is not a lost message.
+            for task in await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH):
+                await enqueue(self.broker, self.queues, task)
+                acted += 1
+        for task in await self.store.expire(now, SWEEP_BATCH):
+            await notify_status(self.broker, self.queues, task)
+            acted += 1
+        for task in await self.store.overdue(now, SWEEP_BATCH):
+            released = await self.store.release(task.task_id, task.drone_id, reason="timeout")
+            if released is None:
+                continue
+            TASKS_RELEASED.labels(reason="timeout").inc()
+            control = ControlMessage(kind="timeout", task_id=task.task_id, drone_id=task.drone_id)
+            await self.broker.broadcast(self.queues.control, control.model_dump_json().encode())
+            await after_release(self.broker, self.queues, released)
+            acted += 1
+        return acted
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.broker.durable:
+            # The broker lost its queues with the last process: route every waiting task again.
+            recovered = await self.store.reset_dispatch()
+            if recovered:
+                log.info("re-routing %d waiting tasks after a restart", recovered)
+            await self.sweep(grace_s=0)
+        subscription = await self.broker.consume(
+            self.queues.intake, self.on_intake, prefetch=self.settings.consumer_prefetch
+        )
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
+                if stop.is_set():
+                    break
+                try:
+                    await self.sweep(grace_s=self.settings.dispatch_grace_s)
+                except TRANSIENT_ERRORS as exc:
+                    log.warning("sweep skipped: %s", exc)
+        finally:
+            await subscription.cancel()

@@ -1,0 +1,1 @@
+"""The droneflow command line: one process (`serve`) or one service per process."""

@@ -1,0 +1,85 @@
+"""Runs the services: all three in one process (`serve`) or one per process. This is the only
+module that imports every service."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+
+import uvicorn
+
+from dispatcher.service import Dispatcher
+from gateway.app import create_app
+from result_writer.service import ResultWriter
+from shared.broker import Broker
+from shared.settings import Settings
+from shared.store import TaskStore
+from shared.wiring import build_broker, build_store
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the runner owns SIGTERM/SIGINT and sets `stop`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _uvicorn_server(settings: Settings, broker: Broker, store: TaskStore) -> _Server:
+    config = uvicorn.Config(
+        create_app(settings, broker, store),
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.max_frame_bytes,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+    )
+    return _Server(config)
+
+
+async def _serve_http(server: _Server, stop: asyncio.Event) -> None:
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving
+    if not server.started:
+        raise SystemExit(f"could not serve on {server.config.host}:{server.config.port}")
+
+
+
+async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with build_broker(settings) as broker, build_store(settings) as store:
+        services_stop = asyncio.Event()
+        services = [
+            asyncio.create_task(Dispatcher(settings, broker, store).run(services_stop)),
+            asyncio.create_task(ResultWriter(settings, broker, store).run(services_stop)),
+        ]
+        try:
+            await _serve_http(_uvicorn_server(settings, broker, store), stop)
+        finally:
+            # The gateway stops first: its drone sockets hand their tasks back while the
+            # dispatcher and the result writer still run.
+            services_stop.set()
+            await asyncio.gather(*services)
+
+
+async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
+    async with build_broker(settings) as broker, build_store(settings) as store:
+        await _serve_http(_uvicorn_server(settings, broker, store), stop)
+
+
+async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
+    async with build_broker(settings) as broker, build_store(settings) as store:
+        await Dispatcher(settings, broker, store).run(stop)
+
+
+async def run_result_writer(settings: Settings, stop: asyncio.Event) -> None:
+    async with build_broker(settings) as broker, build_store(settings) as store:
+        await ResultWriter(settings, broker, store).run(stop)

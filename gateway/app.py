@@ -1,0 +1,62 @@
+"""create_app(settings, broker, store): the gateway as an ASGI app. Adapters come from the
+caller, already entered, so the same app serves embedded and distributed deployments."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.connections import Registry
+from gateway.deps import GatewayState
+from gateway.limits import BodySizeLimit
+from gateway.routes import rest, ws
+from shared.broker import Broker
+from shared.errors import TRANSIENT_ERRORS, DroneflowError
+from shared.protocol import ControlMessage
+from shared.settings import Settings
+from shared.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
+    registry = Registry(broker, store, settings.queues, prefetch=64)
+    state = GatewayState(settings, broker, store, registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def on_control(body: bytes) -> None:
+            message = ControlMessage.model_validate_json(body)
+            await registry.on_control(message.kind, message.task_id, message.drone_id)
+
+        control = await broker.subscribe(settings.queues.control, on_control)
+        try:
+            yield
+        finally:
+            await control.cancel()
+
+    app = FastAPI(title="droneflow", version="0.1.0", lifespan=lifespan)
+    app.state.gateway = state
+    app.include_router(rest.router)
+    app.include_router(ws.router)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(DroneflowError)
+    async def unavailable(request: Request, exc: DroneflowError) -> JSONResponse:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            return JSONResponse({"detail": "temporarily unavailable, retry"}, status_code=503)
+        log.exception("unexpected droneflow error", exc_info=exc)
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    return app

@@ -1,0 +1,233 @@
+"""Live WebSocket sessions held by this gateway.
+
+A drone session consumes its drone's priority queue only while it has a free capacity slot:
+the store records what the drone holds, so no broker delivery stays unacked while a drone
+works (RabbitMQ's consumer_timeout would otherwise close the channel on long tasks).
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from starlette.websockets import WebSocket
+
+from shared.announce import after_release, parse_task_envelope
+from shared.broker import Broker, Delivery, Subscription
+from shared.clock import now_iso
+from shared.metrics import (
+    APPS_CONNECTED,
+    DRONES_CONNECTED,
+    NOTIFICATIONS_SENT,
+    TASKS_DELIVERED,
+    TASKS_RELEASED,
+)
+from shared.models import TERMINAL_STATUSES, TaskRecord
+from shared.protocol import (
+    CLOSE_SUPERSEDED,
+    PROCESSING_RESULT_RECEIVED,
+    TASK_STATUS_UPDATE,
+    Queues,
+    drone_task_frame,
+    task_cancelled_frame,
+)
+from shared.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+SendText = Callable[[str], Awaitable[None]]
+
+
+class DroneSession:
+    def __init__(
+        self,
+        drone_id: str,
+        websocket: WebSocket,
+        capacity: int,
+        broker: Broker,
+        store: TaskStore,
+        queues: Queues,
+    ) -> None:
+        self.drone_id = drone_id
+        self.websocket = websocket
+        self.capacity = capacity
+        self.held: dict[str, TaskRecord] = {}
+        self._broker = broker
+        self._store = store
+        self._queues = queues
+        self._subscription: Subscription | None = None
+        self._flow = asyncio.Lock()
+        self.closed = False
+
+    async def start(self) -> None:
+        """Hand back what earlier sessions of this drone left delivered, then start consuming."""
+        for task in await self._store.release_drone(self.drone_id):
+            await after_release(self._broker, self._queues, task)
+        await self._resume_if_free()
+
+    async def finished(self, task_id: str) -> None:
+        """The drone reported a result, or the task was cancelled or timed out: free its slot."""
+        if self.held.pop(task_id, None) is not None:
+            await self._resume_if_free()
+
+    async def drop(self, task_id: str, reason: str) -> None:
+        if task_id in self.held:
+            await self._send(task_cancelled_frame(task_id, reason).decode())
+            await self.finished(task_id)
+
+    async def close(self) -> None:
+        """The socket is gone: stop consuming and release every task the drone still held."""
+        self.closed = True
+        async with self._flow:
+            await self._pause()
+        held, self.held = list(self.held), {}
+        for task_id in held:
+            await self._hand_back(task_id)
+
+    async def _on_task(self, delivery: Delivery) -> None:
+        if self.closed:
+            await delivery.reject(requeue=True)
+            return
+        envelope = parse_task_envelope(delivery.body)
+        task = await self._store.claim(envelope.task_id, self.drone_id)
+        if task is None:
+            return  # cancelled, finished, expired or a duplicate message: nothing to deliver
+        if self.closed:
+            await self._hand_back(task.task_id)
+            return
+        self.held[task.task_id] = task
+        async with self._flow:
+            if len(self.held) >= self.capacity:
+                await self._pause()
+        if await self._send(drone_task_frame(task, now_iso()).decode()):
+            TASKS_DELIVERED.inc()
+        else:
+            self.held.pop(task.task_id, None)
+            await self._hand_back(task.task_id)
+
+    async def _hand_back(self, task_id: str) -> None:
+        released = await self._store.release(task_id, self.drone_id)
+        if released is not None:
+            TASKS_RELEASED.labels(reason="disconnect").inc()
+            await after_release(self._broker, self._queues, released)
+
+    async def _send(self, text: str) -> bool:
+        try:
+            await self.websocket.send_text(text)
+        except Exception:  # the socket died under us; its receive loop closes the session
+            return False
+        return True
+
+    async def _pause(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            await subscription.cancel()
+
+    async def _resume_if_free(self) -> None:
+        async with self._flow:
+            if self.closed or self._subscription is not None or len(self.held) >= self.capacity:
+                return
+            # Priority order only holds with manual acks and prefetch 1: the broker then hands
+            # out its best message each time a slot frees up.
+            self._subscription = await self._broker.consume(
+                self._queues.drone(self.drone_id), self._on_task, prefetch=1
+            )
+
+
+class AppHub:
+    """Every socket of one application on this gateway, fed by one consumer of its queue."""
+
+    def __init__(self, app_id: str, broker: Broker, store: TaskStore, queues: Queues) -> None:
+        self.app_id = app_id
+        self.sockets: set[WebSocket] = set()
+        self._broker = broker
+        self._store = store
+        self._queues = queues
+        self._subscription: Subscription | None = None
+
+    async def start(self, prefetch: int) -> None:
+        self._subscription = await self._broker.consume(
+            self._queues.app(self.app_id), self._on_notification, prefetch=prefetch
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+
+    async def _on_notification(self, delivery: Delivery) -> None:
+        text = delivery.body.decode()
+        sent = False
+        for websocket in list(self.sockets):
+            try:
+                await websocket.send_text(text)
+                sent = True
+            except Exception:
+                self.sockets.discard(websocket)
+        if not sent:
+            await delivery.reject(requeue=True)
+            return
+        NOTIFICATIONS_SENT.inc()
+        frame = orjson.loads(delivery.body)
+        final = frame.get("type") == PROCESSING_RESULT_RECEIVED or (
+            frame.get("type") == TASK_STATUS_UPDATE and frame.get("status") in TERMINAL_STATUSES
+        )
+        if final:
+            await self._store.mark_notified([frame["task_id"]])
+
+
+class Registry:
+    """Who is connected to this gateway."""
+
+    def __init__(self, broker: Broker, store: TaskStore, queues: Queues, prefetch: int) -> None:
+        self.drones: dict[str, DroneSession] = {}
+        self.apps: dict[str, AppHub] = {}
+        self._broker = broker
+        self._store = store
+        self._queues = queues
+        self._prefetch = prefetch
+        self._app_lock = asyncio.Lock()
+
+    async def attach_drone(self, session: DroneSession) -> None:
+        previous = self.drones.get(session.drone_id)
+        self.drones[session.drone_id] = session
+        DRONES_CONNECTED.inc()
+        if previous is not None:
+            # A drone that reconnects before we noticed it left: the newest connection wins.
+            await previous.websocket.close(CLOSE_SUPERSEDED, "superseded by a newer connection")
+            await previous.close()
+        await session.start()
+
+    async def detach_drone(self, session: DroneSession) -> None:
+        DRONES_CONNECTED.dec()
+        if self.drones.get(session.drone_id) is session:
+            del self.drones[session.drone_id]
+        if not session.closed:
+            await session.close()
+
+    async def attach_app(self, app_id: str, websocket: WebSocket) -> None:
+        APPS_CONNECTED.inc()
+        async with self._app_lock:
+            hub = self.apps.get(app_id)
+            if hub is None:
+                hub = self.apps[app_id] = AppHub(app_id, self._broker, self._store, self._queues)
+                hub.sockets.add(websocket)
+                await hub.start(self._prefetch)
+            else:
+                hub.sockets.add(websocket)
+
+    async def detach_app(self, app_id: str, websocket: WebSocket) -> None:
+        APPS_CONNECTED.dec()
+        async with self._app_lock:
+            hub = self.apps.get(app_id)
+            if hub is None:
+                return
+            hub.sockets.discard(websocket)
+            if not hub.sockets:
+                del self.apps[app_id]
+                await hub.stop()
+
+    async def on_control(self, kind: str, task_id: str, drone_id: str) -> None:
+        session = self.drones.get(drone_id)
+        if session is not None:
+            await session.drop(task_id, kind)

@@ -1,0 +1,44 @@
+"""Everything a route needs, as Annotated dependencies read from app.state."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request, WebSocket
+
+from gateway.connections import Registry
+from gateway.tasks import TaskService
+from shared.broker import Broker
+from shared.settings import Settings
+from shared.store import TaskStore
+
+
+def _state(connection: Request | WebSocket) -> "GatewayState":
+    state: GatewayState = connection.app.state.gateway
+    return state
+
+
+class GatewayState:
+    def __init__(
+        self, settings: Settings, broker: Broker, store: TaskStore, registry: Registry
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.store = store
+        self.registry = registry
+        self.tasks = TaskService(settings, broker, store)
+
+
+def get_store(request: Request) -> TaskStore:
+    return _state(request).store
+
+
+def get_tasks(request: Request) -> TaskService:
+    return _state(request).tasks
+
+
+def get_ws_state(websocket: WebSocket) -> GatewayState:
+    return _state(websocket)
+
+
+StoreDep = Annotated[TaskStore, Depends(get_store)]
+TasksDep = Annotated[TaskService, Depends(get_tasks)]
+WsStateDep = Annotated[GatewayState, Depends(get_ws_state)]

@@ -1,0 +1,294 @@
+"""The application and drone WebSockets. A bad frame gets an `error` frame and the socket stays
+open; only an invalid id in the path (1008) or an oversized frame (1009) closes it."""
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Literal, TypeVar
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel, ValidationError
+
+from gateway.connections import DroneSession
+from gateway.deps import GatewayState, WsStateDep
+from shared.clock import normalize_timestamp, now_iso
+from shared.errors import TRANSIENT_ERRORS, TaskAlreadyFinished, TaskNotFound
+from shared.ids import is_valid_client_id
+from shared.models import TaskRecord
+from shared.protocol import (
+    CANCEL_TASK,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_POLICY_VIOLATION,
+    ERR_ALREADY_FINISHED,
+    ERR_ID_MISMATCH,
+    ERR_INVALID_JSON,
+    ERR_INVALID_MESSAGE,
+    ERR_INVALID_STATUS,
+    ERR_NOT_YOURS,
+    ERR_UNAVAILABLE,
+    ERR_UNKNOWN_TASK,
+    ERR_UNKNOWN_TYPE,
+    PING,
+    PONG,
+    PROCESSING_RESULT,
+    PROCESSING_TASK,
+    TASK_CANCELLED,
+    TASK_CREATED,
+    TASK_STATUS_UPDATE,
+    CancelTask,
+    DroneEvent,
+    DroneResult,
+    DroneStatusUpdate,
+    WsTaskRequest,
+    encode,
+    error_frame,
+    welcome_frame,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+DRONE_REPORTABLE_STATUSES = frozenset({"processing"})
+PONG_FRAME = encode({"type": PONG}).decode()
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class FrameError(Exception):
+    """Answered with an `error` frame; the connection stays open."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.frame = error_frame(code, message, **extra).decode()
+
+
+async def _open(
+    websocket: WebSocket,
+    client_id: str,
+    client_type: Literal["application", "drone"],
+    problem: str | None = None,
+) -> bool:
+    """Accept, then either close with 1008 (before any welcome) or send the welcome."""
+    await websocket.accept()
+    if not is_valid_client_id(client_id):
+        problem = f"invalid {client_type} id: use 1-64 of A-Z a-z 0-9 _ -"
+    if problem is not None:
+        await websocket.close(CLOSE_POLICY_VIOLATION, problem)
+        return False
+    await websocket.send_text(welcome_frame(client_id, client_type, now_iso()).decode())
+    return True
+
+
+async def _frames(websocket: WebSocket, max_bytes: int) -> AsyncIterator[dict[str, Any]]:
+    """Parsed frames until the peer goes away. Unparseable frames are answered here."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        data: bytes = text.encode() if text is not None else (message.get("bytes") or b"")
+        if len(data) > max_bytes:
+            # uvicorn enforces ws_max_size first; this guards other ASGI servers.
+            await websocket.close(CLOSE_MESSAGE_TOO_BIG, "frame too large")
+            return
+        try:
+            frame = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            await websocket.send_text(error_frame(ERR_INVALID_JSON, "frame is not valid JSON").decode())
+            continue
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await websocket.send_text(
+                error_frame(ERR_INVALID_MESSAGE, "a frame is an object with a string 'type'").decode()
+            )
+            continue
+        yield frame
+
+
+def _validate(model: type[M], data: Any, message_type: str) -> M:
+    if not isinstance(data, dict):
+        raise FrameError(ERR_INVALID_MESSAGE, f"{message_type}: 'data' must be an object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise FrameError(
+            ERR_INVALID_MESSAGE, f"{message_type}: invalid fields", errors=errors
+        ) from None
+
+
+async def _serve_frames(websocket: WebSocket, state: GatewayState, handle: Any) -> None:
+    async for frame in _frames(websocket, state.settings.max_frame_bytes):
+        try:
+            reply = await handle(frame)
+        except FrameError as exc:
+            reply = exc.frame
+        except TRANSIENT_ERRORS:
+            log.warning("backend unavailable while handling a %s frame", frame["type"])
+            reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry").decode()
+        if reply is not None:
+            await websocket.send_text(reply)
+
+
+# --- applications -------------------------------------------------------------------------
+
+
+@router.websocket("/ws/application/{app_id}")
+async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDep) -> None:
+    if not await _open(websocket, app_id, "application"):
+        return
+    await state.registry.attach_app(app_id, websocket)
+
+    async def handle(frame: dict[str, Any]) -> str | None:
+        kind = frame["type"]
+        if kind == PING:
+            return PONG_FRAME
+        if kind == PROCESSING_TASK:
+            return await _submit(state, app_id, frame)
+        if kind == CANCEL_TASK:
+            return await _cancel(state, app_id, frame)
+        raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
+
+    try:
+        await _serve_frames(websocket, state, handle)
+    finally:
+        await state.registry.detach_app(app_id, websocket)
+
+
+async def _submit(state: GatewayState, app_id: str, frame: dict[str, Any]) -> str | None:
+    request = _validate(WsTaskRequest, frame.get("data"), PROCESSING_TASK)
+    if request.app_id is not None and request.app_id != app_id:
+        raise FrameError(ERR_ID_MISMATCH, "data.app_id must match the application id of the path")
+    outcome = await state.tasks.submit(app_id, request)
+    request_id = frame.get("request_id")
+    if request_id is None:
+        return None  # spec clients expect the next frame to be their result
+    return encode(
+        {
+            "type": TASK_CREATED,
+            "request_id": request_id,
+            "task_id": outcome.task.task_id,
+            "created": outcome.created,
+        }
+    ).decode()
+
+
+async def _cancel(state: GatewayState, app_id: str, frame: dict[str, Any]) -> str | None:
+    request = _validate(CancelTask, frame.get("data", frame), CANCEL_TASK)
+    task = await state.store.get_task(request.task_id)
+    if task is None or task.app_id != app_id:
+        raise FrameError(ERR_UNKNOWN_TASK, f"no task {request.task_id!r} of this application")
+    try:
+        await state.tasks.cancel(request.task_id)
+    except TaskNotFound:
+        raise FrameError(ERR_UNKNOWN_TASK, f"no task {request.task_id!r}") from None
+    except TaskAlreadyFinished:
+        raise FrameError(
+            ERR_ALREADY_FINISHED, "the task already finished", task_id=request.task_id
+        ) from None
+    # The status update with `cancelled` reaches the app through its notification queue.
+    return encode(
+        {"type": TASK_CANCELLED, "task_id": request.task_id, "request_id": request.request_id}
+    ).decode()
+
+
+# --- drones -------------------------------------------------------------------------------
+
+
+@router.websocket("/ws/drone/{drone_id}")
+async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -> None:
+    capacity = _capacity(websocket, state)
+    problem = (
+        None
+        if capacity is not None
+        else f"capacity must be an integer from 1 to {state.settings.max_drone_capacity}"
+    )
+    if not await _open(websocket, drone_id, "drone", problem) or capacity is None:
+        return
+    session = DroneSession(
+        drone_id, websocket, capacity, state.broker, state.store, state.settings.queues
+    )
+    await state.registry.attach_drone(session)
+
+    async def handle(frame: dict[str, Any]) -> str | None:
+        kind = frame["type"]
+        if kind == PING:
+            return PONG_FRAME
+        if kind == PROCESSING_RESULT:
+            return await _report_result(state, session, frame)
+        if kind == TASK_STATUS_UPDATE:
+            return await _report_status(state, session, frame)
+        raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
+
+    try:
+        await _serve_frames(websocket, state, handle)
+    finally:
+        await state.registry.detach_drone(session)
+
+
+def _capacity(websocket: WebSocket, state: GatewayState) -> int | None:
+    raw = websocket.query_params.get("capacity", "1")
+    if not raw.isdigit():
+        return None
+    capacity = int(raw)
+    return capacity if 1 <= capacity <= state.settings.max_drone_capacity else None
+
+
+async def _owned_task(
+    state: GatewayState, session: DroneSession, task_id: str, claimed_drone: str | None
+) -> TaskRecord:
+    if claimed_drone is not None and claimed_drone != session.drone_id:
+        raise FrameError(ERR_ID_MISMATCH, "data.drone_id must match the drone id of the path")
+    task = session.held.get(task_id) or await state.store.get_task(task_id)
+    if task is None:
+        raise FrameError(ERR_UNKNOWN_TASK, f"no task {task_id!r}", task_id=task_id)
+    if task.drone_id != session.drone_id:
+        raise FrameError(ERR_NOT_YOURS, "the task is assigned to another drone", task_id=task_id)
+    return task
+
+
+async def _report_result(
+    state: GatewayState, session: DroneSession, frame: dict[str, Any]
+) -> str | None:
+    result = _validate(DroneResult, frame.get("data"), PROCESSING_RESULT)
+    task = await _owned_task(state, session, result.task_id, result.drone_id)
+    if result.timestamp is not None:
+        try:
+            result.timestamp = normalize_timestamp(result.timestamp)
+        except ValueError:
+            raise FrameError(ERR_INVALID_MESSAGE, "data.timestamp is not ISO 8601") from None
+    event = DroneEvent(
+        kind="result",
+        drone_id=session.drone_id,
+        app_id=task.app_id,
+        received_at=now_iso(),
+        result=result,
+    )
+    await state.broker.publish(state.settings.queues.drone_events, event.model_dump_json().encode())
+    await session.finished(task.task_id)
+    return None
+
+
+async def _report_status(
+    state: GatewayState, session: DroneSession, frame: dict[str, Any]
+) -> str | None:
+    update = _validate(DroneStatusUpdate, frame.get("data"), TASK_STATUS_UPDATE)
+    if update.status not in DRONE_REPORTABLE_STATUSES:
+        raise FrameError(
+            ERR_INVALID_STATUS,
+            "a drone reports 'processing' (with progress in additional_data); "
+            "it ends a task with processing_result",
+            task_id=update.task_id,
+        )
+    task = await _owned_task(state, session, update.task_id, update.drone_id)
+    event = DroneEvent(
+        kind="status",
+        drone_id=session.drone_id,
+        app_id=task.app_id,
+        received_at=now_iso(),
+        status=update,
+    )
+    await state.broker.publish(state.settings.queues.drone_events, event.model_dump_json().encode())
+    return None

@@ -1,0 +1,61 @@
+"""Task submission and cancellation, shared by the REST routes and the application socket."""
+
+import logging
+
+from shared.announce import enqueue, notify_status
+from shared.broker import Broker
+from shared.errors import BrokerUnavailable, TaskAlreadyFinished, TaskNotFound
+from shared.ids import new_task_id
+from shared.metrics import TASKS_SUBMITTED
+from shared.models import NewTask, TaskRecord
+from shared.protocol import ControlMessage, CreateTaskRequest, Queues, WsTaskRequest
+from shared.settings import Settings
+from shared.store import CreateOutcome, TaskStore
+
+log = logging.getLogger(__name__)
+
+
+class TaskService:
+    def __init__(self, settings: Settings, broker: Broker, store: TaskStore) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.store = store
+        self.queues: Queues = settings.queues
+
+    async def submit(self, app_id: str, request: CreateTaskRequest | WsTaskRequest) -> CreateOutcome:
+        new = NewTask(
+            task_id=new_task_id(),
+            app_id=app_id,
+            drone_id=request.drone_id,
+            task_type=request.task_type,
+            input_data=request.input_data,
+            priority=request.priority,
+            max_attempts=request.max_attempts or self.settings.default_max_attempts,
+            timeout_s=request.timeout_s or self.settings.default_timeout_s,
+            ttl_s=request.ttl_s,
+            idempotency_key=request.idempotency_key,
+        )
+        outcome = await self.store.create_task(new)
+        if outcome.created:
+            TASKS_SUBMITTED.inc()
+            try:
+                await enqueue(self.broker, self.queues, outcome.task)
+            except BrokerUnavailable:
+                # The task is stored, so it is accepted: the dispatcher's sweep finds tasks that
+                # were never routed and sends them on once the broker is back.
+                log.warning("broker unavailable; task %s waits for the sweep", new.task_id)
+        return outcome
+
+    async def cancel(self, task_id: str) -> TaskRecord:
+        """Raises TaskNotFound, or TaskAlreadyFinished when the task was already terminal."""
+        outcome = await self.store.cancel(task_id)
+        if outcome is None:
+            raise TaskNotFound(task_id)
+        if not outcome.cancelled:
+            raise TaskAlreadyFinished(task_id)
+        task = outcome.task
+        if outcome.was_delivered:
+            message = ControlMessage(kind="cancelled", task_id=task_id, drone_id=task.drone_id)
+            await self.broker.broadcast(self.queues.control, message.model_dump_json().encode())
+        await notify_status(self.broker, self.queues, task)
+        return task

@@ -1,0 +1,1 @@
+"""Consumes drone results and status updates into the store, then notifies the owning app."""

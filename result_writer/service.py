@@ -1,0 +1,85 @@
+"""The result writer: drone events → store → the owning application's notification queue."""
+
+import asyncio
+import logging
+
+from shared.announce import notify_result, notify_status
+from shared.broker import Broker, Delivery
+from shared.ids import new_object_id
+from shared.metrics import RESULTS_STORED
+from shared.models import ResultRecord
+from shared.protocol import DroneEvent
+from shared.settings import Settings
+from shared.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+RECOVERY_BATCH = 100_000
+
+
+class ResultWriter:
+    def __init__(self, settings: Settings, broker: Broker, store: TaskStore) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.store = store
+        self.queues = settings.queues
+
+    async def on_event(self, delivery: Delivery) -> None:
+        event = DroneEvent.model_validate_json(delivery.body)
+        if event.result is not None:
+            await self._on_result(event, delivery.redelivered)
+        elif event.status is not None:
+            await self._on_status(event)
+
+    async def _on_result(self, event: DroneEvent, redelivered: bool) -> None:
+        assert event.result is not None
+        report = event.result
+        record = ResultRecord(
+            result_id=new_object_id(),
+            task_id=report.task_id,
+            drone_id=event.drone_id,
+            result_data=report.result_data,
+            processing_time=report.processing_time,
+            success=report.success,
+            error_message=report.error_message,
+            timestamp=report.timestamp or event.received_at,
+        )
+        outcome = await self.store.save_result(record)
+        if outcome.stored:
+            RESULTS_STORED.labels(success=str(report.success).lower()).inc()
+        # A redelivered event may mean we stored it and died before notifying: notify again
+        # unless the application already has it. Apps dedupe on task_id (at-least-once).
+        renotify = redelivered and outcome.task.notified_at is None
+        if outcome.result is not None and (outcome.stored or renotify):
+            await notify_result(self.broker, self.queues, outcome.task, outcome.result)
+
+    async def _on_status(self, event: DroneEvent) -> None:
+        assert event.status is not None
+        update = event.status
+        outcome = await self.store.apply_status(update.task_id, event.drone_id, update.status)
+        if outcome.verdict == "applied" and outcome.task is not None:
+            await notify_status(self.broker, self.queues, outcome.task, update.additional_data)
+
+    async def recover(self) -> int:
+        """Re-send final states no application was sent: the broker lost them in a restart."""
+        sent = 0
+        for task, result in await self.store.unnotified(RECOVERY_BATCH):
+            if result is not None:
+                await notify_result(self.broker, self.queues, task, result)
+            else:
+                await notify_status(self.broker, self.queues, task)
+            sent += 1
+        return sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.broker.durable:
+            recovered = await self.recover()
+            if recovered:
+                log.info("re-sent %d final states after a restart", recovered)
+        subscription = await self.broker.consume(
+            self.queues.drone_events, self.on_event, prefetch=self.settings.consumer_prefetch
+        )
+        try:
+            await stop.wait()
+        finally:
+            await subscription.cancel()

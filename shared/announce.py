@@ -1,0 +1,54 @@
+"""What every service does after a store transition: tell the owning application, or put the
+task back on its way to a drone. The store is always written first (read-your-writes)."""
+
+from pydantic import JsonValue
+
+from shared.broker import Broker
+from shared.clock import now_iso
+from shared.models import ResultRecord, TaskRecord
+from shared.protocol import (
+    Queues,
+    TaskEnvelope,
+    result_received_frame,
+    status_update_frame,
+)
+from shared.protocol import encode as encode_frame
+
+
+def task_envelope(task_id: str, drone_id: str) -> bytes:
+    return encode_frame({"task_id": task_id, "drone_id": drone_id})
+
+
+def parse_task_envelope(body: bytes) -> TaskEnvelope:
+    return TaskEnvelope.model_validate_json(body)
+
+
+async def enqueue(broker: Broker, queues: Queues, task: TaskRecord) -> None:
+    """Send a queued task to the dispatcher, which routes it to its drone's queue."""
+    await broker.publish(
+        queues.intake, task_envelope(task.task_id, task.drone_id), priority=task.priority
+    )
+
+
+async def notify_status(
+    broker: Broker,
+    queues: Queues,
+    task: TaskRecord,
+    additional_data: dict[str, JsonValue] | None = None,
+) -> None:
+    frame = status_update_frame(task, now_iso(), additional_data)
+    await broker.publish(queues.app(task.app_id), frame)
+
+
+async def notify_result(
+    broker: Broker, queues: Queues, task: TaskRecord, result: ResultRecord
+) -> None:
+    await broker.publish(queues.app(task.app_id), result_received_frame(result, task.app_id))
+
+
+async def after_release(broker: Broker, queues: Queues, task: TaskRecord) -> None:
+    """A released task is either queued again or, out of attempts, failed."""
+    if task.is_terminal:
+        await notify_status(broker, queues, task)
+    else:
+        await enqueue(broker, queues, task)

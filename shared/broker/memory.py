@@ -1,0 +1,312 @@
+"""The in-process adapter of the Broker port: the hot path of embedded mode, and the broker that
+tests use without RabbitMQ. Like dramatiq's StubBroker it is a full adapter, not a fake: real
+priority queues, per-consumer prefetch, manual acks, requeue in place, dead letters and TTL.
+
+Nothing polls. Messages are pushed to consumers as they arrive: `publish` hands a message straight
+to a consumer with a free slot, and a handler that finishes pulls the next one. A queue keeps a
+deque of its consumers that have a free slot, so each hand-over is O(log n) (one heap pop).
+"""
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import Coroutine, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from shared.broker import Handler, Outgoing, TopicHandler
+from shared.errors import TRANSIENT_ERRORS, BrokerError, BrokerUnavailable
+from shared.protocol import Queues, QueueSpec
+
+log = logging.getLogger(__name__)
+
+
+class _Message:
+    __slots__ = ("body", "expires_at", "key", "redelivered", "seq")
+
+    def __init__(self, body: bytes, key: int, seq: int, expires_at: float) -> None:
+        self.body = body
+        self.key = key  # -priority, so that the min-heap hands out the highest priority first
+        self.seq = seq  # publish order; a requeued message keeps it and so its place
+        self.expires_at = expires_at
+        self.redelivered = False
+
+
+class _Queue:
+    __slots__ = ("heap", "ready", "spec")
+
+    def __init__(self, spec: QueueSpec) -> None:
+        self.spec = spec
+        # (key, seq, message): seq is unique, so tuples never compare the messages themselves.
+        self.heap: list[tuple[int, int, _Message]] = []
+        # Consumers with a free slot, in round-robin order; each appears at most once.
+        self.ready: deque[_Consumer] = deque()
+
+
+class _Consumer:
+    """A consumer of one queue; also its Subscription."""
+
+    __slots__ = ("_broker", "cancelled", "handler", "in_ready", "prefetch", "queue", "running")
+
+    def __init__(self, broker: "InMemoryBroker", queue: _Queue, handler: Handler, prefetch: int):
+        self._broker = broker
+        self.queue = queue
+        self.handler = handler
+        self.prefetch = prefetch
+        self.running = 0
+        self.in_ready = False
+        self.cancelled = False
+
+    async def cancel(self) -> None:
+        # Synchronous inside, so a handler may cancel its own consumer without waiting on itself.
+        self._broker._cancel_consumer(self)
+
+
+class _MemoryDelivery:
+    __slots__ = ("_broker", "_message", "_queue", "settled")
+
+    def __init__(self, broker: "InMemoryBroker", queue: _Queue, message: _Message) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._message = message
+        self.settled = False
+
+    @property
+    def body(self) -> bytes:
+        return self._message.body
+
+    @property
+    def redelivered(self) -> bool:
+        return self._message.redelivered
+
+    async def ack(self) -> None:
+        # The message left the queue when it was handed over; acking only forgets it.
+        self.settled = True
+
+    async def reject(self, *, requeue: bool) -> None:
+        if self.settled:  # settling twice is a no-op, as the adapter's auto-ack relies on
+            return
+        self.settled = True
+        if requeue:
+            self._broker._requeue(self._queue, self._message)
+        else:
+            self._broker._dead_letter(self._queue, self._message)
+
+
+class _TopicSubscription:
+    __slots__ = ("_broker", "handler", "topic")
+
+    def __init__(self, broker: "InMemoryBroker", topic: str, handler: TopicHandler) -> None:
+        self._broker = broker
+        self.topic = topic
+        self.handler = handler
+
+    async def cancel(self) -> None:
+        subscribers = self._broker._topics.get(self.topic)
+        if subscribers is not None:
+            subscribers.pop(self, None)
+
+
+class InMemoryBroker:
+    """Queues live in this process and die with it (`durable` is False).
+
+    Semantics follow RabbitMQ where the port leaves room: priorities are clamped to
+    0..max_priority and ignored on queues without one; a requeued message goes back to its
+    original place with `redelivered` set; expired messages are dropped (never dead-lettered)
+    when they reach the head of the queue; rejecting a dead letter drops it. Settling a delivery
+    twice is a no-op.
+    """
+
+    def __init__(self, queues: Queues, *, shutdown_timeout_s: float = 5.0) -> None:
+        self._queues_spec = queues
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._queues: dict[str, _Queue] = {}
+        self._topics: dict[str, dict[_TopicSubscription, None]] = {}
+        self._consumers: set[_Consumer] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seq = itertools.count()
+        self._closed = False
+        self._dead_letters = self._queue(queues.dead_letters)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        for consumer in tuple(self._consumers):
+            self._cancel_consumer(consumer)
+        self._topics.clear()
+        # Handlers may still publish or spawn topic handlers while they finish: wait in rounds.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._shutdown_timeout_s
+        while self._tasks and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(tuple(self._tasks), timeout=remaining)
+        if self._tasks:
+            log.warning("cancelling %d handlers still running at shutdown", len(self._tasks))
+            pending = tuple(self._tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    @property
+    def durable(self) -> bool:
+        return False
+
+    async def publish(self, queue: QueueSpec, body: bytes, *, priority: int = 0) -> None:
+        self._check_open()
+        self._push(self._queue(queue), body, priority)
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        self._check_open()
+        for message in messages:
+            self._push(self._queue(message.queue), message.body, message.priority)
+
+    async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int) -> _Consumer:
+        self._check_open()
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        q = self._queue(queue)
+        consumer = _Consumer(self, q, handler, prefetch)
+        self._consumers.add(consumer)
+        consumer.in_ready = True
+        q.ready.append(consumer)
+        self._dispatch(q)
+        return consumer
+
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        self._check_open()
+        for subscription in tuple(self._topics.get(topic, ())):
+            self._spawn(self._run_topic_handler(subscription, body))
+
+    async def subscribe(self, topic: str, handler: TopicHandler) -> _TopicSubscription:
+        self._check_open()
+        subscription = _TopicSubscription(self, topic, handler)
+        self._topics.setdefault(topic, {})[subscription] = None
+        return subscription
+
+    async def queue_depth(self, queue: QueueSpec) -> int:
+        q = self._queue(queue)
+        if queue.message_ttl_s is not None:
+            # Off the hot path, so drop every expired message, not only those at the head.
+            now = asyncio.get_running_loop().time()
+            live = [entry for entry in q.heap if entry[2].expires_at > now]
+            if len(live) != len(q.heap):
+                heapq.heapify(live)
+                q.heap = live
+        return len(q.heap)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerUnavailable("the in-memory broker is closed")
+
+    def _queue(self, spec: QueueSpec) -> _Queue:
+        q = self._queues.get(spec.name)
+        if q is None:
+            q = self._queues[spec.name] = _Queue(spec)
+        elif q.spec != spec:
+            # RabbitMQ refuses such a redeclaration (PRECONDITION_FAILED); so do we.
+            raise BrokerError(f"queue {spec.name!r} already declared as {q.spec}, not {spec}")
+        return q
+
+    def _push(self, q: _Queue, body: bytes, priority: int) -> None:
+        spec = q.spec
+        max_priority = spec.max_priority
+        # RabbitMQ treats a priority above the queue's maximum as the maximum, and a queue
+        # without x-max-priority ignores priorities.
+        key = 0 if max_priority is None else -min(max(priority, 0), max_priority)
+        ttl_s = spec.message_ttl_s
+        expires_at = math.inf if ttl_s is None else asyncio.get_running_loop().time() + ttl_s
+        seq = next(self._seq)
+        heapq.heappush(q.heap, (key, seq, _Message(body, key, seq, expires_at)))
+        if q.ready:
+            self._dispatch(q)
+
+    def _dispatch(self, q: _Queue) -> None:
+        heap, ready = q.heap, q.ready
+        if not (heap and ready):
+            return
+        now = asyncio.get_running_loop().time() if q.spec.message_ttl_s is not None else 0.0
+        while heap and ready:
+            message = heapq.heappop(heap)[2]
+            if message.expires_at <= now:
+                continue
+            consumer = ready.popleft()
+            consumer.running += 1
+            if consumer.running < consumer.prefetch:
+                ready.append(consumer)
+            else:
+                consumer.in_ready = False
+            self._spawn(self._run_handler(consumer, _MemoryDelivery(self, q, message)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, consumer: _Consumer, delivery: _MemoryDelivery) -> None:
+        try:
+            await consumer.handler(delivery)
+        except TRANSIENT_ERRORS as e:
+            if not delivery.settled:
+                log.warning("requeueing a message of %s: %r", consumer.queue.spec.name, e)
+                await delivery.reject(requeue=True)
+        except Exception:
+            log.exception("handler failed; dead-lettering its message of %s", consumer.queue.spec.name)
+            await delivery.reject(requeue=False)
+        except BaseException:
+            # Cancelled at shutdown: the message must not vanish with the task.
+            await delivery.reject(requeue=True)
+            raise
+        else:
+            delivery.settled = True
+        finally:
+            self._release(consumer)
+
+    def _release(self, consumer: _Consumer) -> None:
+        consumer.running -= 1
+        if consumer.cancelled:
+            return
+        q = consumer.queue
+        if not consumer.in_ready:
+            consumer.in_ready = True
+            q.ready.append(consumer)
+        if q.heap:
+            self._dispatch(q)
+
+    def _cancel_consumer(self, consumer: _Consumer) -> None:
+        if consumer.cancelled:
+            return
+        consumer.cancelled = True
+        self._consumers.discard(consumer)
+        if consumer.in_ready:
+            consumer.in_ready = False
+            # O(consumers of this queue), once per cancel; a queue rarely has more than a few.
+            consumer.queue.ready.remove(consumer)
+
+    def _requeue(self, q: _Queue, message: _Message) -> None:
+        message.redelivered = True
+        heapq.heappush(q.heap, (message.key, message.seq, message))
+        if q.ready and not self._closed:
+            self._dispatch(q)
+
+    def _dead_letter(self, q: _Queue, message: _Message) -> None:
+        if q is self._dead_letters:
+            log.warning("dropping a rejected dead letter")
+            return
+        self._push(self._dead_letters, message.body, 0)
+
+    async def _run_topic_handler(self, subscription: _TopicSubscription, body: bytes) -> None:
+        try:
+            await subscription.handler(body)
+        except Exception:
+            log.exception("handler of topic %s failed", subscription.topic)
