@@ -7,6 +7,7 @@ import logging
 from collections.abc import Generator
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from dispatcher.service import Dispatcher
 from gateway.app import create_app
@@ -75,11 +76,19 @@ async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
         await _serve_http(_uvicorn_server(settings, broker, store), stop)
 
 
+def _serve_metrics(settings: Settings) -> None:
+    # Gateways serve /metrics themselves; the headless services need a port of their own.
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr=settings.host)
+
+
 async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
+    _serve_metrics(settings)
     async with build_broker(settings) as broker, build_store(settings) as store:
         await Dispatcher(settings, broker, store).run(stop)
 
 
 async def run_result_writer(settings: Settings, stop: asyncio.Event) -> None:
+    _serve_metrics(settings)
     async with build_broker(settings) as broker, build_store(settings) as store:
         await ResultWriter(settings, broker, store).run(stop)

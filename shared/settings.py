@@ -19,6 +19,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="dispatcher/result-writer /metrics port"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)

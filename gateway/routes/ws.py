@@ -127,7 +127,10 @@ async def _serve_frames(websocket: WebSocket, state: GatewayState, handle: Any) 
             reply = exc.frame
         except TRANSIENT_ERRORS:
             log.warning("backend unavailable while handling a %s frame", frame["type"])
-            reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry").decode()
+            data = frame.get("data")
+            task_id = data.get("task_id") if isinstance(data, dict) else None
+            extra = {"task_id": task_id} if isinstance(task_id, str) else {}
+            reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry", **extra).decode()
         if reply is not None:
             await websocket.send_text(reply)
 

@@ -2,10 +2,6 @@
 subprocess servers for tests that kill the process."""
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +12,7 @@ import pytest
 from droneflow.runner import run_embedded
 from shared.settings import Settings
 from tests.e2e.clients import free_port
+from tests.processes import ServiceProcess
 
 READY_TIMEOUT_S = 20.0
 
@@ -89,46 +86,16 @@ async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@dataclass
-class ServeProcess:
-    """`droneflow serve` as a real subprocess, for kill -9."""
-
-    data_dir: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        env = {**os.environ, "DRONEFLOW_DATA_DIR": str(self.data_dir), "DRONEFLOW_LOG_LEVEL": "warning"}
-        env.pop("DRONEFLOW_STORE_URL", None)
-        env.pop("DRONEFLOW_BROKER_URL", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "droneflow.cli", "serve", "--port", str(self.port)], env=env
-        )
-        await wait_ready(self.base_url)
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def terminate(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(20)
-
-
 @pytest.fixture
-def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
-    proc = ServeProcess(tmp_path / "data", free_port())
+def serve_process(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """`droneflow serve` as a real subprocess, for kill -9."""
+    data_dir = tmp_path / "serve-data"
+    env = {
+        "DRONEFLOW_DATA_DIR": str(data_dir),
+        "DRONEFLOW_STORE_URL": f"sqlite:///{data_dir / 'droneflow.db'}",
+        "DRONEFLOW_BROKER_URL": "memory://",
+        "DRONEFLOW_LOG_LEVEL": "warning",
+    }
+    proc = ServiceProcess("serve", env, tmp_path)
     yield proc
-    if proc.process is not None and proc.process.poll() is None:
-        proc.process.kill()
-        proc.process.wait(10)
+    proc.ensure_dead()

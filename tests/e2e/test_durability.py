@@ -3,11 +3,11 @@
 import httpx
 
 from tests.e2e.clients import WsClient, result_message, task_body
-from tests.e2e.conftest import ServeProcess
+from tests.processes import ServiceProcess
 from tests.e2e.metrics import wait_counter
 
 
-async def test_kill_9_loses_no_task_and_no_unsent_result(serve_process: ServeProcess) -> None:
+async def test_kill_9_loses_no_task_and_no_unsent_result(serve_process: ServiceProcess) -> None:
     proc = serve_process
     await proc.start()
     async with httpx.AsyncClient(base_url=proc.base_url) as http:
@@ -59,7 +59,7 @@ async def test_kill_9_loses_no_task_and_no_unsent_result(serve_process: ServePro
     assert first["result_data"] == {"answer": 42}
 
 
-async def test_sigterm_shuts_down_cleanly_and_keeps_tasks(serve_process: ServeProcess) -> None:
+async def test_sigterm_shuts_down_cleanly_and_keeps_tasks(serve_process: ServiceProcess) -> None:
     proc = serve_process
     await proc.start()
     async with httpx.AsyncClient(base_url=proc.base_url) as http:

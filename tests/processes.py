@@ -1,0 +1,86 @@
+"""droneflow services as real subprocesses, for tests that kill and restart them."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.clients import free_port
+
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class ServiceProcess:
+    """One `droneflow <command>`; gateways answer /healthz, the others /metrics when ready."""
+
+    command: str
+    env: dict[str, str]
+    log_dir: Path
+    name: str = ""
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.command
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def serves_http(self) -> bool:
+        return self.command in ("serve", "gateway")
+
+    async def start(self) -> None:
+        env = {**os.environ, **self.env}
+        argv = [sys.executable, "-m", "droneflow.cli", self.command]
+        if self.serves_http:
+            argv += ["--port", str(self.port)]
+        else:
+            env["DRONEFLOW_METRICS_PORT"] = str(self.port)
+        self.starts += 1
+        log = (self.log_dir / f"{self.name}.{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        await self.wait_ready()
+
+    async def wait_ready(self) -> None:
+        path = "/healthz" if self.serves_http else "/metrics"
+        async with httpx.AsyncClient(base_url=self.base_url) as client, asyncio.timeout(READY_TIMEOUT_S):
+            while True:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}: see {self.log_dir}")
+                try:
+                    if (await client.get(path)).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout_s: float = 30) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+    def ensure_dead(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
