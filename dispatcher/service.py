@@ -4,7 +4,13 @@ import asyncio
 import contextlib
 import logging
 
-from shared.announce import after_release, enqueue, notify_status, parse_task_envelope, task_envelope
+from shared.announce import (
+    after_release,
+    enqueue,
+    notify_status,
+    parse_task_envelope,
+    task_envelope,
+)
 from shared.broker import Broker, Delivery
 from shared.clock import iso_before, now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
@@ -65,7 +71,7 @@ class Dispatcher:
             TASKS_RELEASED.labels(reason="timeout").inc()
             control = ControlMessage(kind="timeout", task_id=task.task_id, drone_id=task.drone_id)
             await self.broker.broadcast(self.queues.control, control.model_dump_json().encode())
-            await after_release(self.broker, self.queues, released)
+            await after_release(self.broker, self.queues, released, "timeout")
             acted += 1
         return acted
 

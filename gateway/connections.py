@@ -62,7 +62,7 @@ class DroneSession:
     async def start(self) -> None:
         """Hand back what earlier sessions of this drone left delivered, then start consuming."""
         for task in await self._store.release_drone(self.drone_id):
-            await after_release(self._broker, self._queues, task)
+            await after_release(self._broker, self._queues, task, "disconnect")
         await self._resume_if_free()
 
     async def finished(self, task_id: str) -> None:
@@ -109,7 +109,7 @@ class DroneSession:
         released = await self._store.release(task_id, self.drone_id)
         if released is not None:
             TASKS_RELEASED.labels(reason="disconnect").inc()
-            await after_release(self._broker, self._queues, released)
+            await after_release(self._broker, self._queues, released, "disconnect")
 
     async def _send(self, text: str) -> bool:
         try:

@@ -22,7 +22,9 @@ class TaskService:
         self.store = store
         self.queues: Queues = settings.queues
 
-    async def submit(self, app_id: str, request: CreateTaskRequest | WsTaskRequest) -> CreateOutcome:
+    async def submit(
+        self, app_id: str, request: CreateTaskRequest | WsTaskRequest
+    ) -> CreateOutcome:
         new = NewTask(
             task_id=new_task_id(),
             app_id=app_id,

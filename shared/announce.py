@@ -1,6 +1,8 @@
 """What every service does after a store transition: tell the owning application, or put the
 task back on its way to a drone. The store is always written first (read-your-writes)."""
 
+from typing import Literal
+
 from pydantic import JsonValue
 
 from shared.broker import Broker
@@ -46,9 +48,18 @@ async def notify_result(
     await broker.publish(queues.app(task.app_id), result_received_frame(result, task.app_id))
 
 
-async def after_release(broker: Broker, queues: Queues, task: TaskRecord) -> None:
-    """A released task is either queued again or, out of attempts, failed."""
+ReleaseReason = Literal["disconnect", "timeout"]
+
+
+async def after_release(
+    broker: Broker, queues: Queues, task: TaskRecord, reason: ReleaseReason
+) -> None:
+    """A released task is either queued again or, out of attempts, failed. Either way its
+    application hears of it; a requeue keeps the status, so the update says why."""
     if task.is_terminal:
-        await notify_status(broker, queues, task)
-    else:
-        await enqueue(broker, queues, task)
+        await notify_status(broker, queues, task, {"reason": reason})
+        return
+    await enqueue(broker, queues, task)
+    await notify_status(
+        broker, queues, task, {"requeued": True, "reason": reason, "attempts": task.attempts}
+    )

@@ -94,11 +94,15 @@ async def _frames(websocket: WebSocket, max_bytes: int) -> AsyncIterator[dict[st
         try:
             frame = orjson.loads(data)
         except orjson.JSONDecodeError:
-            await websocket.send_text(error_frame(ERR_INVALID_JSON, "frame is not valid JSON").decode())
+            await websocket.send_text(
+                error_frame(ERR_INVALID_JSON, "frame is not valid JSON").decode()
+            )
             continue
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             await websocket.send_text(
-                error_frame(ERR_INVALID_MESSAGE, "a frame is an object with a string 'type'").decode()
+                error_frame(
+                    ERR_INVALID_MESSAGE, "a frame is an object with a string 'type'"
+                ).decode()
             )
             continue
         yield frame
