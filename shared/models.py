@@ -71,7 +71,7 @@ class TaskRecord(BaseModel):
 
     def public_dict(self) -> dict[str, Any]:
         """The task as REST shows it: the spec's fields plus the documented extensions."""
-        return self.model_dump(exclude=INTERNAL_TASK_FIELDS)
+        return self.model_dump(exclude=set(INTERNAL_TASK_FIELDS))
 
 
 class ResultRecord(BaseModel):

@@ -51,6 +51,11 @@ _BUSY_RETRIES: Final = 6
 _TASK_FIELDS: Final = tuple(TaskRecord.model_fields)
 _RESULT_FIELDS: Final = tuple(ResultRecord.model_fields)
 _TASK_COLUMNS: Final = ", ".join(_TASK_FIELDS)
+# RETURNING hands back a REAL column's integral value (10.0) as an integer, as it is stored on
+# disk; SELECT converts it back. Cast, so records read either way compare and encode the same.
+_TASK_RETURNING: Final = _TASK_COLUMNS.replace(
+    "timeout_s, ttl_s", "CAST(timeout_s AS REAL), CAST(ttl_s AS REAL)"
+)
 _RESULT_COLUMNS: Final = ", ".join(_RESULT_FIELDS)
 _LIVE: Final = "status IN ('pending', 'processing')"
 """Non-terminal. Spelled identically in queries and partial indexes: SQLite only uses a partial
@@ -143,10 +148,12 @@ RESULTS_FOR_DRONE_SQL: Final = (
 )
 _MARK_DISPATCHED: Final = (
     "UPDATE processingTasks SET dispatched_at = ?"
-    f" WHERE task_id = ? AND delivery = 'queued' AND {_LIVE} RETURNING {_TASK_COLUMNS}"
+    f" WHERE task_id = ? AND delivery = 'queued' AND {_LIVE} RETURNING {_TASK_RETURNING}"
 )
+# INDEXED BY on the sweeps: with no statistics the planner prefers ix_tasks_status to these
+# partial indexes, and the clause makes preparing the query fail should one stop matching.
 UNDISPATCHED_SQL: Final = (
-    f"SELECT {_TASK_COLUMNS} FROM processingTasks"
+    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_undispatched"
     f" WHERE dispatched_at IS NULL AND delivery = 'queued' AND {_LIVE} AND updated_at < ?"
     " ORDER BY updated_at LIMIT ?"
 )
@@ -162,7 +169,7 @@ _CLAIM: Final = (
     " ELSE strftime('%Y-%m-%dT%H:%M:%fZ', ?1, printf('%+.3f seconds', timeout_s)) END"
     f" WHERE task_id = ?2 AND drone_id = ?3 AND delivery = 'queued' AND {_LIVE}"
     " AND (status <> 'pending' OR expires_at IS NULL OR expires_at >= ?1)"
-    f" RETURNING {_TASK_COLUMNS}"
+    f" RETURNING {_TASK_RETURNING}"
 )
 # SET expressions all read the row as it was, so `attempts` here is the count before release.
 _RELEASE_SET: Final = (
@@ -176,34 +183,35 @@ _RELEASE_SET: Final = (
 )
 _RELEASE: Final = (
     f"{_RELEASE_SET} WHERE task_id = ?3 AND drone_id = ?4 AND delivery = 'delivered'"
-    f" AND {_LIVE} RETURNING {_TASK_COLUMNS}"
+    f" AND {_LIVE} RETURNING {_TASK_RETURNING}"
 )
 _RELEASE_DRONE: Final = (
     f"{_RELEASE_SET} WHERE drone_id = ?3 AND delivery = 'delivered' AND {_LIVE}"
-    f" RETURNING {_TASK_COLUMNS}"
+    f" RETURNING {_TASK_RETURNING}"
 )
 OVERDUE_SQL: Final = (
-    f"SELECT {_TASK_COLUMNS} FROM processingTasks WHERE delivery = 'delivered' AND {_LIVE}"
-    " AND deadline_at < ? ORDER BY deadline_at LIMIT ?"
+    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_overdue"
+    f" WHERE delivery = 'delivered' AND {_LIVE} AND deadline_at < ? ORDER BY deadline_at LIMIT ?"
 )
 EXPIRE_CANDIDATES_SQL: Final = (
-    "SELECT rowid FROM processingTasks WHERE status = 'pending' AND delivery = 'queued'"
-    " AND expires_at < ?3 ORDER BY expires_at LIMIT ?4"
+    "SELECT rowid FROM processingTasks INDEXED BY ix_tasks_expire"
+    " WHERE status = 'pending' AND delivery = 'queued' AND expires_at < ?3"
+    " ORDER BY expires_at LIMIT ?4"
 )
 _EXPIRE: Final = (
     "UPDATE processingTasks SET status = 'failed', error_code = 'expired', error_message = ?2,"
     " finished_at = ?1, updated_at = ?1"
-    f" WHERE rowid IN ({EXPIRE_CANDIDATES_SQL}) RETURNING {_TASK_COLUMNS}"
+    f" WHERE rowid IN ({EXPIRE_CANDIDATES_SQL}) RETURNING {_TASK_RETURNING}"
 )
 _APPLY_PROCESSING: Final = (
     "UPDATE processingTasks SET status = 'processing', started_at = coalesce(started_at, ?1),"
     f" updated_at = ?1 WHERE task_id = ?2 AND drone_id = ?3 AND {_LIVE}"
-    f" RETURNING {_TASK_COLUMNS}"
+    f" RETURNING {_TASK_RETURNING}"
 )
 _END_WITH_RESULT: Final = (
     "UPDATE processingTasks SET status = ?2, error_code = ?3, error_message = ?4,"
     f" finished_at = ?1, updated_at = ?1, deadline_at = NULL WHERE task_id = ?5 AND {_LIVE}"
-    f" RETURNING {_TASK_COLUMNS}"
+    f" RETURNING {_TASK_RETURNING}"
 )
 _INSERT_RESULT: Final = (
     f"INSERT INTO processingResults ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -211,7 +219,7 @@ _INSERT_RESULT: Final = (
 _CANCEL: Final = (
     "UPDATE processingTasks SET status = 'cancelled', error_code = 'cancelled',"
     " error_message = ?2, finished_at = ?1, updated_at = ?1, deadline_at = NULL"
-    f" WHERE task_id = ?3 AND {_LIVE} RETURNING {_TASK_COLUMNS}"
+    f" WHERE task_id = ?3 AND {_LIVE} RETURNING {_TASK_RETURNING}"
 )
 _MARK_NOTIFIED: Final = (
     "UPDATE processingTasks SET notified_at = ?"
@@ -255,7 +263,10 @@ class SQLiteTaskStore:
         ready: asyncio.Future[None] = loop.create_future()
         self._closed = loop.create_future()
         self._thread = threading.Thread(
-            target=self._work, args=(loop, ready, self._closed), name=f"sqlite:{self.path.name}"
+            target=self._work,
+            args=(loop, ready, self._closed),
+            name=f"sqlite:{self.path.name}",
+            daemon=True,  # never holds up interpreter exit; WAL keeps a cut-off commit atomic
         )
         self._thread.start()
         await ready
@@ -403,8 +414,8 @@ class SQLiteTaskStore:
     def _work(
         self,
         loop: asyncio.AbstractEventLoop,
-        ready: "asyncio.Future[None]",
-        closed: "asyncio.Future[None]",
+        ready: asyncio.Future[None],
+        closed: asyncio.Future[None],
     ) -> None:
         try:
             connection = _connect(self.path)
@@ -450,6 +461,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         # moment may hold; the busy handler does not cover every path, so retry.
         _retry_busy(lambda: connection.execute("PRAGMA journal_mode = WAL"))
         connection.execute("PRAGMA synchronous = NORMAL")
+        # Savepoints and multi-row statements journal the pages they change; in a temp file
+        # that doubled the cost of save_result.
+        connection.execute("PRAGMA temp_store = MEMORY")
 
         def create_schema() -> None:
             connection.execute("BEGIN IMMEDIATE")
@@ -535,12 +549,12 @@ def _settle(outcomes: list[_Outcome]) -> None:
                 future.set_exception(value)
 
 
-def _succeed(future: "asyncio.Future[None]", value: None) -> None:
+def _succeed(future: asyncio.Future[None], value: None) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _fail(future: "asyncio.Future[None]", exc: BaseException) -> None:
+def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
 
@@ -679,8 +693,10 @@ def _results_for_drone(
 
 
 def _one_task(cursor: sqlite3.Cursor) -> TaskRecord | None:
-    row = cursor.fetchone()
-    return None if row is None else _task(row)
+    # fetchall, not fetchone: it steps the UPDATE … RETURNING to its end, so the statement is
+    # finished before COMMIT whatever happens to the cursor object.
+    rows = cursor.fetchall()
+    return _task(rows[0]) if rows else None
 
 
 def _mark_dispatched(connection: sqlite3.Connection, now: str, task_id: str) -> TaskRecord | None:

@@ -1,0 +1,901 @@
+"""The TaskStore contract, written once against the port and run on every adapter.
+
+MongoDB runs when `mongodb_url` (tests/conftest.py) finds a server, each test in a database of
+its own that is dropped afterwards; otherwise those cases skip with the reason. The SQLite-only
+tests at the end cover what only a file can show: durability, several stores (and processes)
+on one file, and the query plans.
+"""
+
+import asyncio
+import base64
+import contextlib
+import sqlite3
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.clock import iso_after, now_iso
+from shared.errors import StoreUnavailable, TaskNotFound
+from shared.ids import new_object_id, new_task_id
+from shared.models import NewTask, ResultRecord, TaskRecord
+from shared.store import TaskStore
+from shared.store.mongo import MongoTaskStore
+from shared.store.sqlite import (
+    EXPIRE_CANDIDATES_SQL,
+    OVERDUE_SQL,
+    PENDING_FOR_DRONE_SQL,
+    RESULTS_FOR_DRONE_SQL,
+    UNDISPATCHED_SQL,
+    UNNOTIFIED_SQL,
+    SQLiteTaskStore,
+)
+
+DRONE = "Drone001"
+APP = "App001"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskStore]:
+    if request.param == "sqlite":
+        async with SQLiteTaskStore(tmp_path / "data" / "droneflow.db") as sqlite_store:
+            yield sqlite_store
+        return
+    url = request.getfixturevalue("mongodb_url")
+    database = f"droneflow_test_{uuid.uuid4().hex[:12]}"
+    async with MongoTaskStore(url, database=database) as mongo_store:
+        try:
+            yield mongo_store
+        finally:
+            await mongo_store.drop_database()
+
+
+def new_task(
+    *, app_id: str = APP, drone_id: str = DRONE, priority: int = 2, **options: object
+) -> NewTask:
+    return NewTask.model_validate(
+        {
+            "task_id": new_task_id(),
+            "app_id": app_id,
+            "drone_id": drone_id,
+            "task_type": "image_analysis",
+            "input_data": {
+                "image_url": "https://example.com/image.jpg",
+                "parameters": {"confidence_threshold": 0.8, "max_objects": 10, "tags": ["a"]},
+            },
+            "priority": priority,
+            **options,
+        }
+    )
+
+
+def result_for(
+    task_id: str,
+    *,
+    success: bool = True,
+    error_message: str | None = None,
+    timestamp: str | None = None,
+    drone_id: str = DRONE,
+) -> ResultRecord:
+    return ResultRecord(
+        result_id=new_object_id(),
+        task_id=task_id,
+        drone_id=drone_id,
+        result_data={"detected_objects": [{"type": "person", "confidence": 0.95}]},
+        processing_time=1.25,
+        success=success,
+        error_message=error_message,
+        timestamp=timestamp or now_iso(),
+    )
+
+
+async def create(store: TaskStore, **options: Any) -> TaskRecord:
+    return (await store.create_task(new_task(**options))).task
+
+
+async def claimed(store: TaskStore, **options: Any) -> TaskRecord:
+    task = await create(store, **options)
+    delivered = await store.claim(task.task_id, task.drone_id)
+    assert delivered is not None
+    return delivered
+
+
+async def all_pages(store: TaskStore, limit: int, **filters: str | None) -> list[TaskRecord]:
+    tasks: list[TaskRecord] = []
+    cursor = None
+    while True:
+        page = await store.list_tasks(
+            app_id=filters.get("app_id"),
+            status=filters.get("status"),
+            updated_since=filters.get("updated_since"),
+            limit=limit,
+            cursor=cursor,
+        )
+        assert len(page.tasks) <= limit
+        tasks.extend(page.tasks)
+        if page.next_cursor is None:
+            return tasks
+        assert len(page.tasks) == limit
+        cursor = page.next_cursor
+
+
+async def tick() -> None:
+    """Let the millisecond clock move on, so timestamps before and after differ."""
+    await asyncio.sleep(0.005)
+
+
+# --- creating and reading -----------------------------------------------------------------
+
+
+async def test_create_task_stores_a_pending_queued_task(store: TaskStore) -> None:
+    new = new_task(priority=4, timeout_s=30.0, ttl_s=60.0, max_attempts=5)
+
+    outcome = await store.create_task(new)
+
+    assert outcome.created
+    task = outcome.task
+    assert (task.task_id, task.app_id, task.drone_id) == (new.task_id, APP, DRONE)
+    assert task.input_data == new.input_data
+    assert (task.status, task.delivery, task.attempts) == ("pending", "queued", 0)
+    assert (task.priority, task.max_attempts, task.timeout_s, task.ttl_s) == (4, 5, 30.0, 60.0)
+    assert task.created_at == task.updated_at
+    assert len(task.created_at) == 24
+    assert task.created_at.endswith("Z")
+    assert task.dispatched_at is None
+    assert task.delivered_at is None
+    assert task.finished_at is None
+    assert await store.get_task(new.task_id) == task
+
+
+async def test_records_read_back_equal_validated_records(store: TaskStore) -> None:
+    task = await claimed(store, timeout_s=10.0)
+    await store.save_result(result_for(task.task_id))
+
+    stored_task = await store.get_task(task.task_id)
+    stored_result = await store.get_result(task.task_id)
+
+    assert stored_task is not None
+    assert stored_result is not None
+    assert TaskRecord.model_validate(stored_task.model_dump()) == stored_task
+    assert ResultRecord.model_validate(stored_result.model_dump()) == stored_result
+    assert isinstance(stored_task.timeout_s, float)
+
+
+async def test_get_task_and_get_result_of_unknown_task_return_none(store: TaskStore) -> None:
+    assert await store.get_task("task_unknown") is None
+    assert await store.get_result("task_unknown") is None
+
+
+async def test_create_task_with_known_idempotency_key_returns_that_task(store: TaskStore) -> None:
+    first = await store.create_task(new_task(idempotency_key="order-7"))
+
+    again = await store.create_task(new_task(idempotency_key="order-7"))
+
+    assert first.created
+    assert not again.created
+    assert again.task == first.task
+    assert [task.task_id for task in await all_pages(store, 10)] == [first.task.task_id]
+
+
+async def test_create_task_idempotency_key_is_per_app(store: TaskStore) -> None:
+    mine = await store.create_task(new_task(idempotency_key="k"))
+    theirs = await store.create_task(new_task(app_id="App002", idempotency_key="k"))
+    unkeyed = [await store.create_task(new_task()) for _ in range(2)]
+
+    assert theirs.created
+    assert theirs.task.task_id != mine.task.task_id
+    assert all(outcome.created for outcome in unkeyed)
+    assert len(await all_pages(store, 10)) == 4
+
+
+async def test_create_task_retried_with_same_task_id_creates_it_once(store: TaskStore) -> None:
+    new = new_task()
+
+    first, again = await store.create_task(new), await store.create_task(new)
+
+    assert (first.created, again.created) == (True, False)
+    assert again.task == first.task
+
+
+async def test_pending_for_drone_orders_by_priority_then_age(store: TaskStore) -> None:
+    tasks = []
+    for priority in (2, 5, 1, 5, 3):
+        tasks.append(await create(store, priority=priority))
+        await tick()
+    await create(store, drone_id="Drone002", priority=5)
+    started = await claimed(store, priority=5)
+    await store.apply_status(started.task_id, DRONE, "processing")
+    cancelled = await create(store, priority=5)
+    await store.cancel(cancelled.task_id)
+
+    pending = await store.pending_for_drone(DRONE, 10)
+    first_two = await store.pending_for_drone(DRONE, 2)
+
+    expected = [tasks[1], tasks[3], tasks[4], tasks[0], tasks[2]]
+    assert [task.task_id for task in pending] == [task.task_id for task in expected]
+    assert [task.task_id for task in first_two] == [tasks[1].task_id, tasks[3].task_id]
+    assert await store.pending_for_drone("Drone404", 10) == []
+
+
+async def test_pending_for_drone_breaks_priority_ties_by_creation_order(store: TaskStore) -> None:
+    # Created back to back, several share a millisecond: the insertion order still decides.
+    created = [await create(store) for _ in range(12)]
+
+    pending = await store.pending_for_drone(DRONE, 20)
+
+    assert [task.task_id for task in pending] == [task.task_id for task in created]
+
+
+async def test_list_tasks_pages_through_every_task_once_in_order(store: TaskStore) -> None:
+    created = []
+    for index in range(23):
+        created.append(await create(store, app_id="App002" if index % 5 == 0 else APP))
+        if index % 4 == 0:
+            await tick()
+
+    listed = await all_pages(store, 5)
+
+    assert len(listed) == 23
+    assert {task.task_id for task in listed} == {task.task_id for task in created}
+    keys = [(task.updated_at, task.task_id) for task in listed]
+    assert keys == sorted(keys)
+
+
+async def test_list_tasks_filters_by_app_status_and_updated_since(store: TaskStore) -> None:
+    mine = [await create(store) for _ in range(7)]
+    theirs = [await create(store, app_id="App002") for _ in range(3)]
+    await tick()
+    since = now_iso()
+    await tick()
+    for task in mine[:4]:
+        await store.cancel(task.task_id)
+    await store.cancel(theirs[0].task_id)
+
+    by_app = await all_pages(store, 2, app_id=APP)
+    by_status = await all_pages(store, 2, status="cancelled")
+    by_both = await all_pages(store, 3, app_id=APP, status="pending")
+    recent = await all_pages(store, 2, updated_since=since)
+    recent_theirs = await all_pages(store, 2, app_id="App002", updated_since=since)
+
+    assert {task.task_id for task in by_app} == {task.task_id for task in mine}
+    assert {task.task_id for task in by_status} == {task.task_id for task in [*mine[:4], theirs[0]]}
+    assert {task.task_id for task in by_both} == {task.task_id for task in mine[4:]}
+    assert {task.task_id for task in recent} == {task.task_id for task in by_status}
+    assert [task.task_id for task in recent_theirs] == [theirs[0].task_id]
+
+
+async def test_list_tasks_with_no_match_returns_an_empty_last_page(store: TaskStore) -> None:
+    await create(store)
+
+    page = await store.list_tasks(
+        app_id="App404", status=None, updated_since=None, limit=5, cursor=None
+    )
+
+    assert page.tasks == []
+    assert page.next_cursor is None
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not a cursor",
+        "",
+        base64.urlsafe_b64encode(b"v9|2024-01-01T00:00:00.000Z|task_1").decode(),
+        base64.urlsafe_b64encode(b"v1|yesterday|task_1").decode(),
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+    ],
+)
+async def test_list_tasks_rejects_a_cursor_it_did_not_issue(store: TaskStore, cursor: str) -> None:
+    with pytest.raises(ValueError, match="cursor"):
+        await store.list_tasks(app_id=None, status=None, updated_since=None, limit=5, cursor=cursor)
+
+
+# --- dispatch and delivery ----------------------------------------------------------------
+
+
+async def test_mark_dispatched_stamps_a_queued_task(store: TaskStore) -> None:
+    task = await create(store)
+
+    dispatched = await store.mark_dispatched(task.task_id)
+
+    assert dispatched is not None
+    assert dispatched.dispatched_at is not None
+    assert dispatched.status == "pending"
+    assert await store.get_task(task.task_id) == dispatched
+
+
+async def test_mark_dispatched_drops_unknown_delivered_and_terminal_tasks(
+    store: TaskStore,
+) -> None:
+    delivered = await claimed(store)
+    cancelled = await create(store)
+    await store.cancel(cancelled.task_id)
+
+    assert await store.mark_dispatched("task_unknown") is None
+    assert await store.mark_dispatched(delivered.task_id) is None
+    assert await store.mark_dispatched(cancelled.task_id) is None
+
+
+async def test_undispatched_lists_queued_tasks_never_routed(store: TaskStore) -> None:
+    routed, lost, other = [await create(store) for _ in range(3)]
+    delivered = await claimed(store)
+    ended = await create(store)
+    await store.cancel(ended.task_id)
+    await store.mark_dispatched(routed.task_id)
+    later = iso_after(1)
+
+    waiting = await store.undispatched(later, 10)
+
+    assert {task.task_id for task in waiting} == {lost.task_id, other.task_id}
+    assert delivered.task_id not in {task.task_id for task in waiting}
+    assert len(await store.undispatched(later, 1)) == 1
+    assert await store.undispatched(lost.created_at, 10) == []
+
+
+async def test_reset_dispatch_makes_queued_tasks_routable_again(store: TaskStore) -> None:
+    routed = [await create(store) for _ in range(3)]
+    for task in routed:
+        await store.mark_dispatched(task.task_id)
+    delivered = await create(store)
+    await store.mark_dispatched(delivered.task_id)
+    await store.claim(delivered.task_id, DRONE)
+    ended = await create(store)
+    await store.mark_dispatched(ended.task_id)
+    await store.cancel(ended.task_id)
+
+    count = await store.reset_dispatch()
+
+    assert count == 3
+    waiting = await store.undispatched(iso_after(1), 10)
+    assert {task.task_id for task in waiting} == {task.task_id for task in routed}
+    assert await store.reset_dispatch() == 0
+
+
+async def test_claim_delivers_a_queued_task_to_its_drone(store: TaskStore) -> None:
+    task = await create(store, timeout_s=30.0)
+    await store.mark_dispatched(task.task_id)
+
+    delivered = await store.claim(task.task_id, DRONE)
+
+    assert delivered is not None
+    assert (delivered.delivery, delivered.attempts, delivered.status) == (
+        "delivered",
+        1,
+        "pending",
+    )
+    assert delivered.delivered_at is not None
+    assert delivered.delivered_at >= task.created_at
+    assert await store.get_task(task.task_id) == delivered
+
+
+async def test_claim_refuses_wrong_drone_unknown_delivered_and_terminal_tasks(
+    store: TaskStore,
+) -> None:
+    task = await create(store)
+    ended = await create(store)
+    await store.cancel(ended.task_id)
+
+    assert await store.claim(task.task_id, "Drone002") is None
+    assert await store.claim("task_unknown", DRONE) is None
+    assert await store.claim(task.task_id, DRONE) is not None
+    assert await store.claim(task.task_id, DRONE) is None
+    assert await store.claim(ended.task_id, DRONE) is None
+    stored = await store.get_task(task.task_id)
+    assert stored is not None
+    assert stored.attempts == 1
+
+
+async def test_claim_refuses_a_pending_task_past_its_ttl(store: TaskStore) -> None:
+    stale = await create(store, ttl_s=0.01)
+    fresh = await create(store, ttl_s=60.0)
+    await asyncio.sleep(0.05)
+
+    assert await store.claim(stale.task_id, DRONE) is None
+    assert await store.claim(fresh.task_id, DRONE) is not None
+
+
+async def test_concurrent_claims_of_one_task_deliver_it_once(store: TaskStore) -> None:
+    task = await create(store)
+
+    claims = await asyncio.gather(*(store.claim(task.task_id, DRONE) for _ in range(25)))
+
+    winners = [claim for claim in claims if claim is not None]
+    assert len(winners) == 1
+    assert winners[0].attempts == 1
+
+
+async def test_release_puts_a_delivered_task_back_in_the_queue(store: TaskStore) -> None:
+    task = await claimed(store, timeout_s=30.0)
+    await store.apply_status(task.task_id, DRONE, "processing")
+
+    released = await store.release(task.task_id, DRONE, reason="timeout")
+
+    assert released is not None
+    assert (released.delivery, released.status) == ("queued", "processing")
+    assert released.dispatched_at is None
+    assert released.error_code is None
+    again = await store.claim(task.task_id, DRONE)
+    assert again is not None
+    assert again.attempts == 2
+
+
+async def test_release_fails_the_task_after_max_attempts(store: TaskStore) -> None:
+    task = await claimed(store, max_attempts=2)
+    await store.release(task.task_id, DRONE)
+    await store.claim(task.task_id, DRONE)
+
+    released = await store.release(task.task_id, DRONE, reason="timeout")
+
+    assert released is not None
+    assert (released.status, released.error_code) == ("failed", "max_attempts")
+    assert released.error_message
+    assert released.finished_at is not None
+    assert await store.claim(task.task_id, DRONE) is None
+
+
+async def test_release_changes_nothing_unless_delivered_to_that_drone(store: TaskStore) -> None:
+    queued = await create(store)
+    delivered = await claimed(store)
+    ended = await claimed(store)
+    await store.save_result(result_for(ended.task_id))
+
+    assert await store.release(queued.task_id, DRONE) is None
+    assert await store.release(delivered.task_id, "Drone002") is None
+    assert await store.release(ended.task_id, DRONE) is None
+    assert await store.release("task_unknown", DRONE) is None
+    assert await store.get_task(delivered.task_id) == delivered
+
+
+async def test_release_drone_releases_every_task_it_held(store: TaskStore) -> None:
+    held = [await claimed(store) for _ in range(3)]
+    last_try = await claimed(store, max_attempts=1)
+    queued = await create(store)
+    elsewhere = await claimed(store, drone_id="Drone002")
+
+    released = await store.release_drone(DRONE)
+
+    by_id = {task.task_id: task for task in released}
+    assert set(by_id) == {task.task_id for task in [*held, last_try]}
+    assert all(by_id[task.task_id].delivery == "queued" for task in held)
+    assert by_id[last_try.task_id].error_code == "max_attempts"
+    assert await store.get_task(queued.task_id) == queued
+    assert await store.get_task(elsewhere.task_id) == elsewhere
+    assert await store.release_drone(DRONE) == []
+
+
+async def test_overdue_lists_delivered_tasks_past_their_timeout(store: TaskStore) -> None:
+    late = await claimed(store, timeout_s=30.0)
+    later = await claimed(store, timeout_s=45.0)
+    await claimed(store)  # no timeout: never overdue
+    queued = await create(store, timeout_s=30.0)
+    ended = await claimed(store, timeout_s=30.0)
+    await store.cancel(ended.task_id)
+
+    assert await store.overdue(now_iso(), 10) == []
+    overdue = await store.overdue(iso_after(40), 10)
+    assert [task.task_id for task in overdue] == [late.task_id]
+    overdue = await store.overdue(iso_after(3600), 10)
+    assert [task.task_id for task in overdue] == [late.task_id, later.task_id]
+    assert len(await store.overdue(iso_after(3600), 1)) == 1
+    assert queued.task_id not in {task.task_id for task in overdue}
+
+
+async def test_overdue_forgets_a_released_task(store: TaskStore) -> None:
+    task = await claimed(store, timeout_s=30.0)
+
+    await store.release(task.task_id, DRONE, reason="timeout")
+
+    assert await store.overdue(iso_after(3600), 10) == []
+
+
+async def test_expire_fails_queued_pending_tasks_past_their_ttl(store: TaskStore) -> None:
+    stale = [await create(store, ttl_s=30.0) for _ in range(3)]
+    await create(store)  # no ttl
+    delivered = await claimed(store, ttl_s=30.0)
+    started = await claimed(store, ttl_s=30.0)
+    await store.apply_status(started.task_id, DRONE, "processing")
+    await store.release(started.task_id, DRONE)
+
+    assert await store.expire(now_iso(), 10) == []
+    first = await store.expire(iso_after(60), 2)
+    rest = await store.expire(iso_after(60), 10)
+
+    expired = [*first, *rest]
+    assert len(first) == 2
+    assert {task.task_id for task in expired} == {task.task_id for task in stale}
+    assert all(task.status == "failed" and task.error_code == "expired" for task in expired)
+    assert all(task.finished_at is not None for task in expired)
+    assert await store.get_task(delivered.task_id) == delivered
+    kept = await store.get_task(started.task_id)
+    assert kept is not None
+    assert kept.status == "processing"
+    assert await store.expire(iso_after(60), 10) == []
+
+
+# --- drone reports --------------------------------------------------------------------------
+
+
+async def test_apply_status_processing_starts_the_task(store: TaskStore) -> None:
+    task = await claimed(store)
+
+    outcome = await store.apply_status(task.task_id, DRONE, "processing")
+
+    assert outcome.verdict == "applied"
+    assert outcome.task is not None
+    assert outcome.task.status == "processing"
+    assert outcome.task.started_at is not None
+    assert await store.get_task(task.task_id) == outcome.task
+
+
+async def test_apply_status_processing_again_is_a_progress_report(store: TaskStore) -> None:
+    task = await claimed(store)
+    first = await store.apply_status(task.task_id, DRONE, "processing")
+    await tick()
+
+    again = await store.apply_status(task.task_id, DRONE, "processing")
+
+    assert again.verdict == "applied"
+    assert again.task is not None
+    assert first.task is not None
+    assert again.task.started_at == first.task.started_at
+    assert again.task.updated_at > first.task.updated_at
+
+
+async def test_apply_status_verdicts(store: TaskStore) -> None:
+    task = await claimed(store)
+    ended = await claimed(store)
+    await store.save_result(result_for(ended.task_id))
+
+    ignored = await store.apply_status(ended.task_id, DRONE, "processing")
+    not_yours = await store.apply_status(task.task_id, "Drone002", "processing")
+    not_found = await store.apply_status("task_unknown", DRONE, "processing")
+
+    assert ignored.verdict == "ignored"
+    assert ignored.task is not None
+    assert ignored.task.status == "completed"
+    assert not_yours.verdict == "not_yours"
+    assert not_found.verdict == "not_found"
+    assert not_found.task is None
+    for status in ("completed", "failed", "pending", "cancelled", "bogus"):
+        assert (await store.apply_status(task.task_id, DRONE, status)).verdict == "invalid"
+    assert await store.get_task(task.task_id) == task
+
+
+async def test_save_result_completes_the_task(store: TaskStore) -> None:
+    task = await claimed(store, timeout_s=30.0)
+    result = result_for(task.task_id)
+
+    outcome = await store.save_result(result)
+
+    assert outcome.stored
+    assert outcome.result == result
+    assert (outcome.task.status, outcome.task.error_code) == ("completed", None)
+    assert outcome.task.finished_at is not None
+    assert await store.get_task(task.task_id) == outcome.task
+    assert await store.get_result(task.task_id) == result
+    assert await store.overdue(iso_after(3600), 10) == []
+
+
+async def test_save_result_of_a_failure_fails_the_task(store: TaskStore) -> None:
+    task = await claimed(store)
+    result = result_for(task.task_id, success=False, error_message="Invalid image format")
+
+    outcome = await store.save_result(result)
+
+    assert outcome.stored
+    assert outcome.task.status == "failed"
+    assert outcome.task.error_code == "drone_error"
+    assert outcome.task.error_message == "Invalid image format"
+    assert outcome.task.finished_at is not None
+    assert await store.get_result(task.task_id) == result
+
+
+async def test_save_result_straight_from_pending_is_allowed(store: TaskStore) -> None:
+    task = await create(store)
+
+    outcome = await store.save_result(result_for(task.task_id))
+
+    assert outcome.stored
+    assert outcome.task.status == "completed"
+
+
+async def test_save_result_keeps_only_the_first_result(store: TaskStore) -> None:
+    task = await claimed(store)
+    first = result_for(task.task_id)
+    await store.save_result(first)
+
+    again = await store.save_result(result_for(task.task_id, success=False, error_message="x"))
+
+    assert not again.stored
+    assert again.result == first
+    assert again.task.status == "completed"
+    assert await store.get_result(task.task_id) == first
+    assert await store.results_for_drone(DRONE, 10) == [first]
+
+
+async def test_save_result_after_cancel_is_not_stored(store: TaskStore) -> None:
+    task = await claimed(store)
+    await store.cancel(task.task_id)
+
+    outcome = await store.save_result(result_for(task.task_id))
+
+    assert not outcome.stored
+    assert outcome.result is None
+    assert outcome.task.status == "cancelled"
+    assert await store.get_result(task.task_id) is None
+
+
+async def test_save_result_of_an_unknown_task_raises_task_not_found(store: TaskStore) -> None:
+    with pytest.raises(TaskNotFound):
+        await store.save_result(result_for("task_unknown"))
+
+
+async def test_concurrent_results_of_one_task_store_exactly_one(store: TaskStore) -> None:
+    task = await claimed(store)
+    results = [result_for(task.task_id, success=index % 2 == 0) for index in range(12)]
+
+    outcomes = await asyncio.gather(*(store.save_result(result) for result in results))
+
+    winners = [outcome for outcome in outcomes if outcome.stored]
+    assert len(winners) == 1
+    winner = winners[0].result
+    assert all(outcome.result == winner for outcome in outcomes)
+    assert await store.get_result(task.task_id) == winner
+    assert await store.results_for_drone(DRONE, 20) == [winner]
+
+
+async def test_failing_calls_do_not_fail_calls_running_beside_them(store: TaskStore) -> None:
+    tasks = [await create(store) for _ in range(10)]
+
+    outcomes = await asyncio.gather(
+        *(store.save_result(result_for(f"task_unknown_{index}")) for index in range(10)),
+        *(store.save_result(result_for(task.task_id)) for task in tasks),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(outcome, TaskNotFound) for outcome in outcomes[:10])
+    assert all(getattr(outcome, "stored", False) for outcome in outcomes[10:])
+
+
+async def test_cancel_ends_a_pending_task(store: TaskStore) -> None:
+    task = await create(store)
+
+    outcome = await store.cancel(task.task_id)
+
+    assert outcome is not None
+    assert (outcome.cancelled, outcome.was_delivered) == (True, False)
+    assert (outcome.task.status, outcome.task.error_code) == ("cancelled", "cancelled")
+    assert outcome.task.finished_at is not None
+    assert await store.pending_for_drone(DRONE, 10) == []
+
+
+async def test_cancel_of_a_delivered_task_says_a_drone_held_it(store: TaskStore) -> None:
+    task = await claimed(store, timeout_s=30.0)
+
+    outcome = await store.cancel(task.task_id)
+
+    assert outcome is not None
+    assert (outcome.cancelled, outcome.was_delivered) == (True, True)
+    assert await store.overdue(iso_after(3600), 10) == []
+    assert await store.release_drone(DRONE) == []
+
+
+async def test_cancel_of_a_terminal_or_unknown_task(store: TaskStore) -> None:
+    task = await claimed(store)
+    await store.save_result(result_for(task.task_id))
+
+    outcome = await store.cancel(task.task_id)
+
+    assert outcome is not None
+    assert (outcome.cancelled, outcome.was_delivered) == (False, False)
+    assert outcome.task.status == "completed"
+    assert await store.cancel("task_unknown") is None
+
+
+async def test_a_finished_task_never_moves_backwards(store: TaskStore) -> None:
+    task = await claimed(store, timeout_s=1.0, ttl_s=1.0)
+    await store.apply_status(task.task_id, DRONE, "processing")
+    done = (await store.save_result(result_for(task.task_id))).task
+
+    assert await store.mark_dispatched(task.task_id) is None
+    assert await store.claim(task.task_id, DRONE) is None
+    assert await store.release(task.task_id, DRONE) is None
+    assert await store.release_drone(DRONE) == []
+    assert (await store.apply_status(task.task_id, DRONE, "processing")).verdict == "ignored"
+    assert (await store.apply_status(task.task_id, DRONE, "pending")).verdict == "invalid"
+    assert not (await store.save_result(result_for(task.task_id))).stored
+    cancel = await store.cancel(task.task_id)
+    assert cancel is not None
+    assert not cancel.cancelled
+    assert await store.expire(iso_after(3600), 10) == []
+    assert await store.overdue(iso_after(3600), 10) == []
+    assert await store.reset_dispatch() == 0
+    assert await store.get_task(task.task_id) == done
+
+
+# --- notification bookkeeping ----------------------------------------------------------------
+
+
+async def test_unnotified_lists_finished_tasks_oldest_first(store: TaskStore) -> None:
+    completed = await claimed(store)
+    result = result_for(completed.task_id)
+    await store.save_result(result)
+    await tick()
+    cancelled = await create(store)
+    await store.cancel(cancelled.task_id)
+    await tick()
+    running = await claimed(store)
+
+    pending = await store.unnotified(10)
+
+    assert [(task.task_id, stored) for task, stored in pending] == [
+        (completed.task_id, result),
+        (cancelled.task_id, None),
+    ]
+    assert [task.task_id for task, _ in await store.unnotified(1)] == [completed.task_id]
+    assert running.task_id not in {task.task_id for task, _ in pending}
+
+
+async def test_mark_notified_removes_tasks_from_unnotified(store: TaskStore) -> None:
+    ended = [await create(store) for _ in range(3)]
+    for task in ended:
+        await store.cancel(task.task_id)
+    running = await create(store)
+
+    await store.mark_notified([ended[0].task_id, ended[1].task_id, running.task_id])
+    await store.mark_notified([])
+
+    left = await store.unnotified(10)
+    assert [task.task_id for task, _ in left] == [ended[2].task_id]
+    notified = await store.get_task(ended[0].task_id)
+    assert notified is not None
+    assert notified.notified_at is not None
+    # Marking a running task changes nothing: once it ends, its app must still hear of it.
+    await tick()
+    await store.cancel(running.task_id)
+    left = await store.unnotified(10)
+    assert [task.task_id for task, _ in left] == [ended[2].task_id, running.task_id]
+
+
+async def test_results_for_drone_lists_newest_first(store: TaskStore) -> None:
+    results = []
+    for second in range(5):
+        task = await claimed(store)
+        result = result_for(task.task_id, timestamp=f"2024-01-01T12:00:0{second}.000Z")
+        await store.save_result(result)
+        results.append(result)
+    other = await claimed(store, drone_id="Drone002")
+    await store.save_result(result_for(other.task_id, drone_id="Drone002"))
+
+    newest = await store.results_for_drone(DRONE, 3)
+
+    assert newest == results[::-1][:3]
+    assert len(await store.results_for_drone(DRONE, 50)) == 5
+    assert await store.results_for_drone("Drone404", 50) == []
+
+
+# --- SQLite only ----------------------------------------------------------------------------
+
+
+async def test_sqlite_store_keeps_its_data_when_reopened(tmp_path: Path) -> None:
+    path = tmp_path / "droneflow.db"
+    async with SQLiteTaskStore(path) as first:
+        task = await create(first)
+        result = result_for(task.task_id)
+        await first.save_result(result)
+        stored = await first.get_task(task.task_id)
+
+    async with SQLiteTaskStore(path) as reopened:
+        assert await reopened.get_task(task.task_id) == stored
+        assert await reopened.get_result(task.task_id) == result
+
+
+async def test_sqlite_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
+    path = tmp_path / "droneflow.db"
+    async with SQLiteTaskStore(path) as first, SQLiteTaskStore(path) as second:
+        task = await create(first)
+        assert await second.get_task(task.task_id) == task
+
+        delivered = await second.claim(task.task_id, DRONE)
+
+        assert await first.get_task(task.task_id) == delivered
+
+
+async def test_sqlite_concurrent_claims_from_two_stores_deliver_once(tmp_path: Path) -> None:
+    path = tmp_path / "droneflow.db"
+    async with SQLiteTaskStore(path) as first, SQLiteTaskStore(path) as second:
+        tasks = [await create(first) for _ in range(20)]
+
+        claims = await asyncio.gather(
+            *(
+                store.claim(task.task_id, DRONE)
+                for task in tasks
+                for store in (first, second, first, second)
+            )
+        )
+
+        winners = [claim.task_id for claim in claims if claim is not None]
+        assert sorted(winners) == sorted(task.task_id for task in tasks)
+
+
+_WRITER = """
+import asyncio, sys
+from pathlib import Path
+from typing import Any
+from shared.models import NewTask
+from shared.store.sqlite import SQLiteTaskStore
+
+async def main():
+    async with SQLiteTaskStore(Path(sys.argv[1])) as store:
+        for index in range(50):
+            await store.create_task(NewTask(
+                task_id=f"task_{index:04d}", app_id="App001", drone_id="Drone001",
+                task_type="t", input_data={}))
+
+asyncio.run(main())
+"""
+
+
+async def test_sqlite_store_sees_commits_of_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "droneflow.db"
+    async with SQLiteTaskStore(path) as store:
+        writer = await asyncio.create_subprocess_exec(sys.executable, "-c", _WRITER, str(path))
+        claims = 0
+        while writer.returncode is None:
+            # Racing the writer: claims may hit the file while it commits.
+            for task in await store.pending_for_drone(DRONE, 100):
+                claims += await store.claim(task.task_id, DRONE) is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.wait(), 0.01)
+
+        assert writer.returncode == 0
+        for task in await store.pending_for_drone(DRONE, 100):
+            claims += await store.claim(task.task_id, DRONE) is not None
+        assert claims == 50
+
+
+async def test_sqlite_store_that_cannot_open_its_file_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "droneflow.db").mkdir()
+
+    with pytest.raises(StoreUnavailable):
+        async with SQLiteTaskStore(tmp_path / "droneflow.db"):
+            pass
+
+
+async def test_sqlite_store_refuses_calls_once_closed(tmp_path: Path) -> None:
+    async with SQLiteTaskStore(tmp_path / "droneflow.db") as store:
+        pass
+
+    with pytest.raises(StoreUnavailable):
+        await store.get_task("task_1")
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "index"),
+    [
+        (PENDING_FOR_DRONE_SQL, (DRONE, 10), "ix_tasks_drone_pending (drone_id=? AND status=?)"),
+        (RESULTS_FOR_DRONE_SQL, (DRONE, 10), "ix_results_drone (drone_id=?)"),
+        (UNDISPATCHED_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_undispatched"),
+        (OVERDUE_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_overdue"),
+        (EXPIRE_CANDIDATES_SQL, (None, None, "2024-01-01T00:00:00.000Z", 10), "ix_tasks_expire"),
+        (UNNOTIFIED_SQL, (10,), "ix_tasks_unnotified"),
+    ],
+)
+async def test_sqlite_hot_queries_use_an_index(
+    tmp_path: Path, sql: str, params: tuple[object, ...], index: str
+) -> None:
+    path = tmp_path / "droneflow.db"
+    async with SQLiteTaskStore(path):
+        pass
+    connection = sqlite3.connect(path)
+    try:
+        plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    finally:
+        connection.close()
+
+    assert any(f"USING INDEX {index}" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+    assert not any(step.startswith("SCAN") and "INDEX" not in step for step in plan), plan
