@@ -34,7 +34,10 @@ class Dispatcher:
 
     async def on_intake(self, delivery: Delivery) -> None:
         envelope = parse_task_envelope(delivery.body)
-        task = await self.store.mark_dispatched(envelope.task_id)
+        await self._route(envelope.task_id)
+
+    async def _route(self, task_id: str) -> None:
+        task = await self.store.mark_dispatched(task_id)
         if task is None:
             return  # finished, cancelled or already with a drone: the message is stale
         await self.broker.publish(
@@ -44,13 +47,29 @@ class Dispatcher:
         )
         TASKS_ROUTED.inc()
 
-    def effective_priority(self, task: TaskRecord) -> int:
+    def effective_priority(self, task: TaskRecord, at: str | None = None) -> int:
         """With aging on, a task gains one priority level per aging interval it has waited."""
         interval = self.settings.aging_interval_s
         if interval is None:
             return task.priority
-        waited_s = (parse_timestamp(now_iso()) - parse_timestamp(task.created_at)).total_seconds()
+        waited_s = (
+            parse_timestamp(at or now_iso()) - parse_timestamp(task.created_at)
+        ).total_seconds()
         return min(MAX_PRIORITY, task.priority + int(waited_s // interval))
+
+    async def age(self) -> int:
+        """Re-route tasks waiting in drone queues at their risen priority. The copy already in
+        the queue is dropped when a drone claims either one: a claim succeeds only once."""
+        interval = self.settings.aging_interval_s
+        if interval is None:
+            return 0
+        rerouted = 0
+        for task in await self.store.routed_before(iso_before(interval), SWEEP_BATCH):
+            assert task.dispatched_at is not None
+            if self.effective_priority(task, at=task.dispatched_at) < MAX_PRIORITY:
+                await self._route(task.task_id)
+                rerouted += 1
+        return rerouted
 
     async def sweep(self, *, grace_s: float) -> int:
         """One pass over the store. Returns how many tasks it acted on."""
@@ -61,6 +80,7 @@ class Dispatcher:
             for task in await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH):
                 await enqueue(self.broker, self.queues, task)
                 acted += 1
+        acted += await self.age()
         for task in await self.store.expire(now, SWEEP_BATCH):
             await notify_status(self.broker, self.queues, task)
             acted += 1

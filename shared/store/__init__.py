@@ -105,6 +105,11 @@ class TaskStore(Protocol):
         `older_than`: their intake message may have been lost, so the dispatcher re-sends it."""
         ...
 
+    async def routed_before(self, routed_before: str, limit: int) -> list[TaskRecord]:
+        """Non-terminal queued tasks last routed (dispatched_at) before `routed_before`, oldest
+        routing first: still waiting in a drone's queue. Aging re-routes them."""
+        ...
+
     async def reset_dispatch(self) -> int:
         """Clear dispatched_at on every non-terminal queued task, so they are routed again.
         For a broker that lost its messages in a restart. Returns how many."""

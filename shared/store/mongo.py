@@ -344,6 +344,24 @@ class MongoTaskStore:
         return [_task(document) async for document in cursor]
 
     @_translated
+    async def routed_before(self, routed_before: str, limit: int) -> list[TaskRecord]:
+        if limit < 1:
+            return []
+        cursor = (
+            self._tasks.find(
+                {
+                    "dispatched_at": {"$lt": routed_before, "$ne": None},
+                    "delivery": "queued",
+                    "status": LIVE,
+                },
+                _TASK_PROJECTION,
+            )
+            .sort("dispatched_at", ASCENDING)
+            .limit(limit)
+        )
+        return [_task(document) async for document in cursor]
+
+    @_translated
     async def reset_dispatch(self) -> int:
         outcome = await self._tasks.update_many(
             {"dispatched_at": {"$ne": None}, "delivery": "queued", "status": LIVE},

@@ -115,6 +115,8 @@ SCHEMA: Final = (
     # Partial indexes for the sweeps: each holds only the few rows its sweep can return.
     "CREATE INDEX IF NOT EXISTS ix_tasks_undispatched ON processingTasks (updated_at)"
     f" WHERE dispatched_at IS NULL AND delivery = 'queued' AND {_LIVE}",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_routed ON processingTasks (dispatched_at)"
+    f" WHERE delivery = 'queued' AND {_LIVE}",
     "CREATE INDEX IF NOT EXISTS ix_tasks_overdue ON processingTasks (deadline_at)"
     f" WHERE delivery = 'delivered' AND {_LIVE}",
     "CREATE INDEX IF NOT EXISTS ix_tasks_expire ON processingTasks (expires_at)"
@@ -156,6 +158,11 @@ UNDISPATCHED_SQL: Final = (
     f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_undispatched"
     f" WHERE dispatched_at IS NULL AND delivery = 'queued' AND {_LIVE} AND updated_at < ?"
     " ORDER BY updated_at LIMIT ?"
+)
+ROUTED_BEFORE_SQL: Final = (
+    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_routed"
+    f" WHERE delivery = 'queued' AND {_LIVE} AND dispatched_at < ?"
+    " ORDER BY dispatched_at LIMIT ?"
 )
 _RESET_DISPATCH: Final = (
     "UPDATE processingTasks SET dispatched_at = NULL"
@@ -350,6 +357,11 @@ class SQLiteTaskStore:
         if limit < 1:
             return []
         return await self._submit(False, _select_tasks, UNDISPATCHED_SQL, (older_than, limit))
+
+    async def routed_before(self, routed_before: str, limit: int) -> list[TaskRecord]:
+        if limit < 1:
+            return []
+        return await self._submit(False, _select_tasks, ROUTED_BEFORE_SQL, (routed_before, limit))
 
     async def reset_dispatch(self) -> int:
         return await self._submit(True, _reset_dispatch)

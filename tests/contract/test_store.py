@@ -29,6 +29,7 @@ from shared.store.sqlite import (
     OVERDUE_SQL,
     PENDING_FOR_DRONE_SQL,
     RESULTS_FOR_DRONE_SQL,
+    ROUTED_BEFORE_SQL,
     UNDISPATCHED_SQL,
     UNNOTIFIED_SQL,
     SQLiteTaskStore,
@@ -333,6 +334,22 @@ async def test_undispatched_lists_queued_tasks_never_routed(store: TaskStore) ->
     assert delivered.task_id not in {task.task_id for task in waiting}
     assert len(await store.undispatched(later, 1)) == 1
     assert await store.undispatched(lost.created_at, 10) == []
+
+
+async def test_routed_before_lists_tasks_still_waiting_in_a_drone_queue(store: TaskStore) -> None:
+    first, second, never = [await create(store) for _ in range(3)]
+    delivered, ended = await create(store), await create(store)
+    for task in (first, second, delivered, ended):
+        await store.mark_dispatched(task.task_id)
+    await store.claim(delivered.task_id, DRONE)
+    await store.cancel(ended.task_id)
+
+    waiting = await store.routed_before(iso_after(1), 10)
+
+    assert [task.task_id for task in waiting] == [first.task_id, second.task_id]
+    assert never.task_id not in {task.task_id for task in waiting}
+    assert len(await store.routed_before(iso_after(1), 1)) == 1
+    assert await store.routed_before(first.created_at, 10) == []
 
 
 async def test_reset_dispatch_makes_queued_tasks_routable_again(store: TaskStore) -> None:
@@ -879,6 +896,7 @@ async def test_sqlite_store_refuses_calls_once_closed(tmp_path: Path) -> None:
         (PENDING_FOR_DRONE_SQL, (DRONE, 10), "ix_tasks_drone_pending (drone_id=? AND status=?)"),
         (RESULTS_FOR_DRONE_SQL, (DRONE, 10), "ix_results_drone (drone_id=?)"),
         (UNDISPATCHED_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_undispatched"),
+        (ROUTED_BEFORE_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_routed"),
         (OVERDUE_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_overdue"),
         (EXPIRE_CANDIDATES_SQL, (None, None, "2024-01-01T00:00:00.000Z", 10), "ix_tasks_expire"),
         (UNNOTIFIED_SQL, (10,), "ix_tasks_unnotified"),

@@ -6,6 +6,7 @@ import httpx
 
 from tests.e2e.clients import WsClient, result_message, task_body
 from tests.e2e.conftest import Server
+from tests.e2e.metrics import counter, wait_counter
 
 
 async def _create(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
@@ -168,3 +169,26 @@ async def test_task_options_are_validated(http: httpx.AsyncClient) -> None:
     for bad in ({"timeout_s": 0}, {"ttl_s": -1}, {"max_attempts": 0}, {"idempotency_key": ""}):
         response = await http.post("/api/processing-tasks", json=task_body("A", "D", **bad))
         assert response.status_code == 422, bad
+
+
+async def test_aging_lets_an_old_low_priority_task_overtake_newer_higher_ones(
+    server_factory: object,
+) -> None:
+    server: Server = await server_factory(aging_interval_s=0.3)  # type: ignore[operator]
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        routed = await counter(http, "droneflow_tasks_routed")
+        old = await _create(http, task_body("AgeApp", "AgeDrone", priority=1))
+        # routed once, then re-routed each interval until it reaches priority 5 (four levels)
+        await wait_counter(http, "droneflow_tasks_routed", routed + 5)
+        newer = await _create(http, task_body("AgeApp", "AgeDrone", priority=3))
+        await wait_counter(http, "droneflow_tasks_routed", routed + 6)
+        async with WsClient(server.drone_ws("AgeDrone")) as drone:
+            first = await drone.wait_type("processing_task")
+            await drone.send(result_message(first["task_id"], "AgeDrone"))
+            second = await drone.wait_for(
+                lambda f: f.get("type") == "processing_task" and f["task_id"] != first["task_id"]
+            )
+            await drone.send(result_message(second["task_id"], "AgeDrone"))
+            await drone.roundtrip_ping()
+    assert [first["task_id"], second["task_id"]] == [old, newer]
+    assert len(drone.of_type("processing_task")) == 2, "a re-routed copy was delivered twice"
