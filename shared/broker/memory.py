@@ -87,7 +87,7 @@ class _MemoryDelivery:
         self.settled = True
 
     async def reject(self, *, requeue: bool) -> None:
-        if self.settled:  # settling twice is a no-op, as the adapter's auto-ack relies on
+        if self.settled:  # settling twice is a no-op, as RabbitMQBroker's deliveries do
             return
         self.settled = True
         if requeue:
@@ -213,7 +213,7 @@ class InMemoryBroker:
         q = self._queues.get(spec.name)
         if q is None:
             q = self._queues[spec.name] = _Queue(spec)
-        elif q.spec != spec:
+        elif q.spec is not spec and q.spec != spec:
             # RabbitMQ refuses such a redeclaration (PRECONDITION_FAILED); so do we.
             raise BrokerError(f"queue {spec.name!r} already declared as {q.spec}, not {spec}")
         return q
@@ -261,7 +261,9 @@ class InMemoryBroker:
                 log.warning("requeueing a message of %s: %r", consumer.queue.spec.name, e)
                 await delivery.reject(requeue=True)
         except Exception:
-            log.exception("handler failed; dead-lettering its message of %s", consumer.queue.spec.name)
+            log.exception(
+                "handler failed; dead-lettering a message of %s", consumer.queue.spec.name
+            )
             await delivery.reject(requeue=False)
         except BaseException:
             # Cancelled at shutdown: the message must not vanish with the task.
