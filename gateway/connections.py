@@ -146,6 +146,8 @@ class AppHub:
         self._subscription: Subscription | None = None
 
     async def start(self, prefetch: int) -> None:
+        if self._subscription is not None:
+            return
         self._subscription = await self._broker.consume(
             self._queues.app(self.app_id), self._on_notification, prefetch=prefetch
         )
@@ -165,6 +167,9 @@ class AppHub:
             except Exception:
                 self.sockets.discard(websocket)
         if not sent:
+            # Every socket of the app died under us: stop consuming before handing the message
+            # back, or it would come straight back to this consumer.
+            await self.stop()
             await delivery.reject(requeue=True)
             return
         NOTIFICATIONS_SENT.inc()
@@ -211,10 +216,8 @@ class Registry:
             hub = self.apps.get(app_id)
             if hub is None:
                 hub = self.apps[app_id] = AppHub(app_id, self._broker, self._store, self._queues)
-                hub.sockets.add(websocket)
-                await hub.start(self._prefetch)
-            else:
-                hub.sockets.add(websocket)
+            hub.sockets.add(websocket)
+            await hub.start(self._prefetch)
 
     async def detach_app(self, app_id: str, websocket: WebSocket) -> None:
         APPS_CONNECTED.dec()

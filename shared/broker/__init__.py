@@ -12,6 +12,9 @@ from typing import Protocol
 from shared.protocol import QueueSpec
 
 
+TRANSIENT_RETRY_DELAY_S = 0.5
+
+
 class Delivery(Protocol):
     """One message handed to a consumer. It is settled once: acked, or rejected."""
 
@@ -58,7 +61,9 @@ class Broker(Protocol):
     - `consume` runs at most `prefetch` handlers of one consumer at a time; with prefetch=1
       messages are handled strictly one after another in queue order.
     - When a handler returns without settling, the adapter acks. When it raises a transient
-      error (BrokerUnavailable, StoreUnavailable) the message is requeued; any other exception
+      error (BrokerUnavailable, StoreUnavailable) the message is requeued after
+      TRANSIENT_RETRY_DELAY_S (holding its prefetch slot, so an outage slows consumption
+      instead of spinning through redeliveries); any other exception
       dead-letters it into `Queues.dead_letters`.
     - Several consumers on one queue share its messages; each message goes to one of them.
     - `publish` returns once the broker has taken the message (publisher confirm); it raises

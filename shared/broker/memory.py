@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from shared.broker import Handler, Outgoing, TopicHandler
+from shared.broker import TRANSIENT_RETRY_DELAY_S, Handler, Outgoing, TopicHandler
 from shared.errors import TRANSIENT_ERRORS, BrokerError, BrokerUnavailable
 from shared.protocol import Queues, QueueSpec
 
@@ -259,6 +259,7 @@ class InMemoryBroker:
         except TRANSIENT_ERRORS as e:
             if not delivery.settled:
                 log.warning("requeueing a message of %s: %r", consumer.queue.spec.name, e)
+                await asyncio.sleep(TRANSIENT_RETRY_DELAY_S)
                 await delivery.reject(requeue=True)
         except Exception:
             log.exception(

@@ -35,7 +35,7 @@ from aio_pika.abc import (
     AbstractRobustQueue,
 )
 
-from shared.broker import Handler, Outgoing, TopicHandler
+from shared.broker import TRANSIENT_RETRY_DELAY_S, Handler, Outgoing, TopicHandler
 from shared.errors import TRANSIENT_ERRORS, BrokerError, BrokerUnavailable
 from shared.protocol import Queues, QueueSpec
 
@@ -141,6 +141,7 @@ class _AmqpConsumer:
                 if not delivery.settled:
                     log.warning("requeueing a message of %s: %r", self._queue.name, e)
                     delivery.settled = True
+                    await asyncio.sleep(TRANSIENT_RETRY_DELAY_S)
                     await _settle_quietly(message, requeue=True)
             except Exception:
                 log.exception("handler failed; dead-lettering its message of %s", self._queue.name)
