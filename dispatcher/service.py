@@ -8,15 +8,18 @@ from shared.announce import (
     after_release,
     enqueue,
     notify_status,
-    parse_task_envelope,
-    task_envelope,
 )
 from shared.broker import Broker, Delivery
-from shared.clock import iso_before, now_iso, parse_timestamp
+from shared.clock import iso_after, iso_before, now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
 from shared.metrics import TASKS_RELEASED, TASKS_ROUTED
 from shared.models import MAX_PRIORITY, TaskRecord
-from shared.protocol import ControlMessage
+from shared.protocol import (
+    ControlMessage,
+    decode_task_envelope,
+    encode_task_envelope,
+    task_id_of_envelope,
+)
 from shared.settings import Settings
 from shared.store import TaskStore
 
@@ -32,9 +35,23 @@ class Dispatcher:
         self.store = store
         self.queues = settings.queues
 
+    @property
+    def _tracks_routing(self) -> bool:
+        """Whether routing is recorded in the store (dispatched_at). A durable broker needs it:
+        the sweep re-sends tasks whose intake message never reached it (a gateway died between
+        storing a task and publishing it). A broker in this process loses messages only with
+        the process, and `run` re-routes every waiting task at start-up, so embedded mode skips
+        that store write on the hot path. Aging needs it to know how long a task has waited."""
+        return self.broker.durable or self.settings.aging_interval_s is not None
+
     async def on_intake(self, delivery: Delivery) -> None:
-        envelope = parse_task_envelope(delivery.body)
-        await self._route(envelope.task_id)
+        if self._tracks_routing:
+            await self._route(task_id_of_envelope(delivery.body))
+            return
+        # A stale message (task cancelled or already delivered) is dropped by the drone's claim.
+        _, drone_id, priority = decode_task_envelope(delivery.body)
+        await self.broker.publish(self.queues.drone(drone_id), delivery.body, priority=priority)
+        TASKS_ROUTED.inc()
 
     async def _route(self, task_id: str) -> None:
         task = await self.store.mark_dispatched(task_id)
@@ -42,7 +59,7 @@ class Dispatcher:
             return  # finished, cancelled or already with a drone: the message is stale
         await self.broker.publish(
             self.queues.drone(task.drone_id),
-            task_envelope(task.task_id, task.drone_id),
+            encode_task_envelope(task.task_id, task.drone_id, task.priority),
             priority=self.effective_priority(task),
         )
         TASKS_ROUTED.inc()
@@ -75,7 +92,7 @@ class Dispatcher:
         """One pass over the store. Returns how many tasks it acted on."""
         acted = 0
         now = now_iso()
-        if await self.broker.queue_depth(self.queues.intake) == 0:
+        if self._tracks_routing and await self.broker.queue_depth(self.queues.intake) == 0:
             # Only when the intake is drained: a backlog is not a lost message.
             for task in await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH):
                 await enqueue(self.broker, self.queues, task)
@@ -95,12 +112,22 @@ class Dispatcher:
             acted += 1
         return acted
 
+    async def recover(self) -> int:
+        """The broker lost its queues with the last process: route every waiting task again."""
+        await self.store.reset_dispatch()
+        routed = 0
+        # Routing stamps dispatched_at, so each page leaves the next call's result.
+        while waiting := await self.store.undispatched(iso_after(1), SWEEP_BATCH):
+            for task in waiting:
+                await self._route(task.task_id)
+            routed += len(waiting)
+        return routed
+
     async def run(self, stop: asyncio.Event) -> None:
         if not self.broker.durable:
-            # The broker lost its queues with the last process: route every waiting task again.
-            recovered = await self.store.reset_dispatch()
+            recovered = await self.recover()
             if recovered:
-                log.info("re-routing %d waiting tasks after a restart", recovered)
+                log.info("re-routed %d waiting tasks after a restart", recovered)
             await self.sweep(grace_s=0)
         subscription = await self.broker.consume(
             self.queues.intake, self.on_intake, prefetch=self.settings.consumer_prefetch

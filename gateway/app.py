@@ -37,6 +37,7 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
             yield
         finally:
             await control.cancel()
+            await registry.notified.flush()
 
     app = FastAPI(title="droneflow", version="0.1.0", lifespan=lifespan)
     app.state.gateway = state

@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 import orjson
 from starlette.websockets import WebSocket
 
-from shared.announce import after_release, parse_task_envelope
+from shared.announce import after_release
 from shared.broker import Broker, Delivery, Subscription
 from shared.clock import now_iso
+from shared.errors import TRANSIENT_ERRORS
 from shared.metrics import (
     APPS_CONNECTED,
     DRONES_CONNECTED,
@@ -30,6 +31,7 @@ from shared.protocol import (
     Queues,
     drone_task_frame,
     task_cancelled_frame,
+    task_id_of_envelope,
 )
 from shared.store import TaskStore
 
@@ -88,8 +90,7 @@ class DroneSession:
         if self.closed:
             await delivery.reject(requeue=True)
             return
-        envelope = parse_task_envelope(delivery.body)
-        task = await self._store.claim(envelope.task_id, self.drone_id)
+        task = await self._store.claim(task_id_of_envelope(delivery.body), self.drone_id)
         if task is None:
             return  # cancelled, finished, expired or a duplicate message: nothing to deliver
         if self.closed:
@@ -134,15 +135,48 @@ class DroneSession:
             )
 
 
+class NotifiedLog:
+    """Records in the store which final states reached their application, many per write.
+
+    Only recovery reads notified_at (to re-send what a lost in-memory queue held), so the mark
+    may trail the send: a crash in between means the app hears that state twice, never zero
+    times. One write in flight at a time; ids arriving meanwhile go in the next one."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self._store = store
+        self._pending: list[str] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def add(self, task_id: str) -> None:
+        self._pending.append(task_id)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._store.mark_notified(batch)
+                except TRANSIENT_ERRORS:
+                    log.warning("could not record %d notifications as sent", len(batch))
+        finally:
+            self._writer = None
+
+    async def flush(self) -> None:
+        if self._writer is not None:
+            await self._writer
+
+
 class AppHub:
     """Every socket of one application on this gateway, fed by one consumer of its queue."""
 
-    def __init__(self, app_id: str, broker: Broker, store: TaskStore, queues: Queues) -> None:
+    def __init__(self, app_id: str, broker: Broker, queues: Queues, notified: NotifiedLog) -> None:
         self.app_id = app_id
         self.sockets: set[WebSocket] = set()
         self._broker = broker
-        self._store = store
         self._queues = queues
+        self._notified = notified
         self._subscription: Subscription | None = None
 
     async def start(self, prefetch: int) -> None:
@@ -178,7 +212,7 @@ class AppHub:
             frame.get("type") == TASK_STATUS_UPDATE and frame.get("status") in TERMINAL_STATUSES
         )
         if final:
-            await self._store.mark_notified([frame["task_id"]])
+            self._notified.add(frame["task_id"])
 
 
 class Registry:
@@ -192,6 +226,7 @@ class Registry:
         self._queues = queues
         self._prefetch = prefetch
         self._app_lock = asyncio.Lock()
+        self.notified = NotifiedLog(store)
 
     async def attach_drone(self, session: DroneSession) -> None:
         previous = self.drones.get(session.drone_id)
@@ -215,7 +250,7 @@ class Registry:
         async with self._app_lock:
             hub = self.apps.get(app_id)
             if hub is None:
-                hub = self.apps[app_id] = AppHub(app_id, self._broker, self._store, self._queues)
+                hub = self.apps[app_id] = AppHub(app_id, self._broker, self._queues, self.notified)
             hub.sockets.add(websocket)
             await hub.start(self._prefetch)
 

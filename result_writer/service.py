@@ -25,7 +25,7 @@ class ResultWriter:
         self.queues = settings.queues
 
     async def on_event(self, delivery: Delivery) -> None:
-        event = DroneEvent.model_validate_json(delivery.body)
+        event = DroneEvent.decode(delivery.body)
         if event.result is not None:
             await self._on_result(event, delivery.redelivered)
         elif event.status is not None:
@@ -34,7 +34,7 @@ class ResultWriter:
     async def _on_result(self, event: DroneEvent, redelivered: bool) -> None:
         assert event.result is not None
         report = event.result
-        record = ResultRecord(
+        record = ResultRecord.model_construct(
             result_id=new_object_id(),
             task_id=report.task_id,
             drone_id=event.drone_id,

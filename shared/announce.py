@@ -10,25 +10,18 @@ from shared.clock import now_iso
 from shared.models import ResultRecord, TaskRecord
 from shared.protocol import (
     Queues,
-    TaskEnvelope,
+    encode_task_envelope,
     result_received_frame,
     status_update_frame,
 )
-from shared.protocol import encode as encode_frame
-
-
-def task_envelope(task_id: str, drone_id: str) -> bytes:
-    return encode_frame({"task_id": task_id, "drone_id": drone_id})
-
-
-def parse_task_envelope(body: bytes) -> TaskEnvelope:
-    return TaskEnvelope.model_validate_json(body)
 
 
 async def enqueue(broker: Broker, queues: Queues, task: TaskRecord) -> None:
     """Send a queued task to the dispatcher, which routes it to its drone's queue."""
     await broker.publish(
-        queues.intake, task_envelope(task.task_id, task.drone_id), priority=task.priority
+        queues.intake,
+        encode_task_envelope(task.task_id, task.drone_id, task.priority),
+        priority=task.priority,
     )
 
 

@@ -2,16 +2,14 @@
 
 from datetime import UTC, datetime, timedelta
 
-_FORMAT = "%Y-%m-%dT%H:%M:%S"
-
 
 def format_timestamp(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    return f"{moment.strftime(_FORMAT)}.{moment.microsecond // 1000:03d}Z"
+    # isoformat is implemented in C; strftime is several times slower on this hot path.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def now_iso() -> str:
-    return format_timestamp(datetime.now(UTC))
+    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:

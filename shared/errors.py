@@ -1,15 +1,15 @@
 """The one exception tree of droneflow. Adapters translate driver errors into it.
 
-    DroneflowError
-    ├── ConfigurationError        settings that cannot work (bad URL scheme, …)
-    ├── BrokerError
-    │   └── BrokerUnavailable     transient: the broker cannot be reached right now
-    ├── StoreError
-    │   └── StoreUnavailable      transient: the store cannot be reached right now
-    └── TaskError                 a request about a task that cannot be honoured
-        ├── TaskNotFound
-        ├── TaskNotYours          a drone reported on a task assigned to another drone
-        └── TaskAlreadyFinished   the task is in a terminal state (cancel → 409)
+DroneflowError
+├── ConfigurationError        settings that cannot work (bad URL scheme, …)
+├── BrokerError
+│   └── BrokerUnavailable     transient: the broker cannot be reached right now
+├── StoreError
+│   └── StoreUnavailable      transient: the store cannot be reached right now
+└── TaskError                 a request about a task that cannot be honoured
+    ├── TaskNotFound
+    ├── TaskNotYours          a drone reported on a task assigned to another drone
+    └── TaskAlreadyFinished   the task is in a terminal state (cancel → 409)
 """
 
 

@@ -1,12 +1,14 @@
 """The application and drone WebSockets. A bad frame gets an `error` frame and the socket stays
 open; only an invalid id in the path (1008) or an oversized frame (1009) closes it."""
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ValidationError
 
 from gateway.connections import DroneSession
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 DRONE_REPORTABLE_STATUSES = frozenset({"processing"})
+MAX_PIPELINED_FRAMES = 64
+Handle = Callable[[dict[str, Any]], Awaitable[str | None]]
 PONG_FRAME = encode({"type": PONG}).decode()
 
 M = TypeVar("M", bound=BaseModel)
@@ -123,20 +127,51 @@ def _validate(model: type[M], data: Any, message_type: str) -> M:
         ) from None
 
 
-async def _serve_frames(websocket: WebSocket, state: GatewayState, handle: Any) -> None:
-    async for frame in _frames(websocket, state.settings.max_frame_bytes):
-        try:
-            reply = await handle(frame)
-        except FrameError as exc:
-            reply = exc.frame
-        except TRANSIENT_ERRORS:
-            log.warning("backend unavailable while handling a %s frame", frame["type"])
-            data = frame.get("data")
-            task_id = data.get("task_id") if isinstance(data, dict) else None
-            extra = {"task_id": task_id} if isinstance(task_id, str) else {}
-            reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry", **extra).decode()
-        if reply is not None:
+async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -> None:
+    try:
+        reply = await handle(frame)
+    except FrameError as exc:
+        reply = exc.frame
+    except TRANSIENT_ERRORS:
+        log.warning("backend unavailable while handling a %s frame", frame["type"])
+        data = frame.get("data")
+        task_id = data.get("task_id") if isinstance(data, dict) else None
+        extra = {"task_id": task_id} if isinstance(task_id, str) else {}
+        reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry", **extra).decode()
+    if reply is not None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer left meanwhile
             await websocket.send_text(reply)
+
+
+async def _serve_frames(
+    websocket: WebSocket, state: GatewayState, handle: Handle, pipelined: frozenset[str]
+) -> None:
+    """Frames of the `pipelined` types are handled concurrently (up to MAX_PIPELINED_FRAMES):
+    a client streaming submissions is not held to one store round trip per frame, and the
+    store commits them in larger batches. Any other frame first waits for those in flight, so
+    a `ping` answered means every frame sent before it was handled."""
+    in_flight: set[asyncio.Task[None]] = set()
+    slots = asyncio.Semaphore(MAX_PIPELINED_FRAMES)
+
+    def finished(task: asyncio.Task[None]) -> None:
+        in_flight.discard(task)
+        slots.release()
+
+    try:
+        async for frame in _frames(websocket, state.settings.max_frame_bytes):
+            if frame["type"] in pipelined:
+                await slots.acquire()
+                task = asyncio.create_task(_answer(websocket, handle, frame))
+                in_flight.add(task)
+                task.add_done_callback(finished)
+                continue
+            if in_flight:
+                await asyncio.gather(*in_flight)
+            await _answer(websocket, handle, frame)
+    finally:
+        # A client that leaves does not take its accepted frames with it.
+        if in_flight:
+            await asyncio.gather(*in_flight)
 
 
 # --- applications -------------------------------------------------------------------------
@@ -159,7 +194,7 @@ async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDe
         raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
 
     try:
-        await _serve_frames(websocket, state, handle)
+        await _serve_frames(websocket, state, handle, frozenset({PROCESSING_TASK}))
     finally:
         await state.registry.detach_app(app_id, websocket)
 
@@ -230,7 +265,9 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
         raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
 
     try:
-        await _serve_frames(websocket, state, handle)
+        await _serve_frames(
+            websocket, state, handle, frozenset({PROCESSING_RESULT, TASK_STATUS_UPDATE})
+        )
     finally:
         await state.registry.detach_drone(session)
 
@@ -273,7 +310,7 @@ async def _report_result(
         received_at=now_iso(),
         result=result,
     )
-    await state.broker.publish(state.settings.queues.drone_events, event.model_dump_json().encode())
+    await state.broker.publish(state.settings.queues.drone_events, event.encode())
     await session.finished(task.task_id)
     return None
 
@@ -297,5 +334,5 @@ async def _report_status(
         received_at=now_iso(),
         status=update,
     )
-    await state.broker.publish(state.settings.queues.drone_events, event.model_dump_json().encode())
+    await state.broker.publish(state.settings.queues.drone_events, event.encode())
     return None

@@ -11,7 +11,6 @@ from typing import Protocol
 
 from shared.protocol import QueueSpec
 
-
 TRANSIENT_RETRY_DELAY_S = 0.5
 
 

@@ -144,9 +144,7 @@ class TaskStore(Protocol):
         ...
 
     # --- drone reports ----------------------------------------------------------------------
-    async def apply_status(
-        self, task_id: str, drone_id: str, status: str
-    ) -> StatusOutcome:
+    async def apply_status(self, task_id: str, drone_id: str, status: str) -> StatusOutcome:
         """A drone's status update. Only `processing` is a status a drone may report (results
         end a task); repeating it is a progress report and is applied again."""
         ...
