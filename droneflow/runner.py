@@ -53,7 +53,6 @@ async def _serve_http(server: _Server, stop: asyncio.Event) -> None:
         raise SystemExit(f"could not serve on {server.config.host}:{server.config.port}")
 
 
-
 async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with build_broker(settings) as broker, build_store(settings) as store:

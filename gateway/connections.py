@@ -7,7 +7,6 @@ works (RabbitMQ's consumer_timeout would otherwise close the channel on long tas
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.websockets import WebSocket
@@ -37,7 +36,7 @@ from shared.store import TaskStore
 
 log = logging.getLogger(__name__)
 
-SendText = Callable[[str], Awaitable[None]]
+RESUME_RETRY_S = 1.0
 
 
 class DroneSession:
@@ -59,6 +58,8 @@ class DroneSession:
         self._queues = queues
         self._subscription: Subscription | None = None
         self._flow = asyncio.Lock()
+        self._resume_retry: asyncio.Task[None] | None = None
+        self._claiming = 0  # deliveries being claimed; each holds a slot like a held task
         self.closed = False
 
     async def start(self) -> None:
@@ -69,8 +70,8 @@ class DroneSession:
 
     async def finished(self, task_id: str) -> None:
         """The drone reported a result, or the task was cancelled or timed out: free its slot."""
-        if self.held.pop(task_id, None) is not None:
-            await self._resume_if_free()
+        self.held.pop(task_id, None)
+        await self._resume_if_free()
 
     async def drop(self, task_id: str, reason: str) -> None:
         if task_id in self.held:
@@ -80,26 +81,45 @@ class DroneSession:
     async def close(self) -> None:
         """The socket is gone: stop consuming and release every task the drone still held."""
         self.closed = True
+        if self._resume_retry is not None:
+            self._resume_retry.cancel()
         async with self._flow:
             await self._pause()
         held, self.held = list(self.held), {}
         for task_id in held:
             await self._hand_back(task_id)
 
+    def _free_slots(self) -> int:
+        return self.capacity - len(self.held) - self._claiming
+
     async def _on_task(self, delivery: Delivery) -> None:
-        if self.closed:
+        if self.closed or self._free_slots() <= 0:
+            # An ack let one more through before our pause reached the broker: back to its place.
             await delivery.reject(requeue=True)
             return
-        task = await self._store.claim(task_id_of_envelope(delivery.body), self.drone_id)
+        self._claiming += 1
+        # The last free slot is taken: stop deliveries while claiming, not after, so that the
+        # claim does not wait for the broker's reply.
+        pausing = asyncio.create_task(self._pause_flow()) if self._free_slots() == 0 else None
+        task: TaskRecord | None = None
+        try:
+            task = await self._store.claim(task_id_of_envelope(delivery.body), self.drone_id)
+            if task is not None:
+                self.held[task.task_id] = task  # before the claim's slot is given up
+        finally:
+            self._claiming -= 1
+            if pausing is not None:
+                await pausing
+            if task is None:
+                # Cancelled, finished, expired, a duplicate message, or the store failed (the
+                # message is requeued): the slot it took is free again.
+                await self._resume_if_free()
         if task is None:
-            return  # cancelled, finished, expired or a duplicate message: nothing to deliver
-        if self.closed:
-            await self._hand_back(task.task_id)
             return
-        self.held[task.task_id] = task
-        async with self._flow:
-            if len(self.held) >= self.capacity:
-                await self._pause()
+        if self.closed:
+            if self.held.pop(task.task_id, None) is not None:  # close() did not hand it back
+                await self._hand_back(task.task_id)
+            return
         if await self._send(drone_task_frame(task, now_iso()).decode()):
             TASKS_DELIVERED.inc()
         else:
@@ -107,10 +127,15 @@ class DroneSession:
             await self._hand_back(task.task_id)
 
     async def _hand_back(self, task_id: str) -> None:
-        released = await self._store.release(task_id, self.drone_id)
-        if released is not None:
-            TASKS_RELEASED.labels(reason="disconnect").inc()
-            await after_release(self._broker, self._queues, released, "disconnect")
+        try:
+            released = await self._store.release(task_id, self.drone_id)
+            if released is not None:
+                TASKS_RELEASED.labels(reason="disconnect").inc()
+                await after_release(self._broker, self._queues, released, "disconnect")
+        except TRANSIENT_ERRORS as exc:
+            # Not lost: the store still says delivered (the drone's next connection releases
+            # it) or queued and never routed (the dispatcher's sweep sends it on).
+            log.warning("could not hand back %s now: %s", task_id, exc)
 
     async def _send(self, text: str) -> bool:
         try:
@@ -124,15 +149,33 @@ class DroneSession:
         if subscription is not None:
             await subscription.cancel()
 
+    async def _pause_flow(self) -> None:
+        async with self._flow:
+            await self._pause()
+
     async def _resume_if_free(self) -> None:
         async with self._flow:
-            if self.closed or self._subscription is not None or len(self.held) >= self.capacity:
+            free = self._free_slots()
+            if self.closed or self._subscription is not None or free <= 0:
                 return
-            # Priority order only holds with manual acks and prefetch 1: the broker then hands
-            # out its best message each time a slot frees up.
-            self._subscription = await self._broker.consume(
-                self._queues.drone(self.drone_id), self._on_task, prefetch=1
-            )
+            # Priority order holds with manual acks and a prefetch of the free slots: the broker
+            # hands out its best messages, as many as the drone can take now, and the claims of
+            # several run at once (one at a time made each drone wait for a store round trip).
+            try:
+                self._subscription = await self._broker.consume(
+                    self._queues.drone(self.drone_id), self._on_task, prefetch=free
+                )
+            except TRANSIENT_ERRORS as exc:
+                log.warning("cannot consume for drone %s yet: %s", self.drone_id, exc)
+                self._retry_resume_later()
+
+    def _retry_resume_later(self) -> None:
+        if self._resume_retry is None or self._resume_retry.done():
+            self._resume_retry = asyncio.create_task(self._resume_after_pause())
+
+    async def _resume_after_pause(self) -> None:
+        await asyncio.sleep(RESUME_RETRY_S)
+        await self._resume_if_free()
 
 
 class NotifiedLog:

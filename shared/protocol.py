@@ -52,6 +52,7 @@ ERR_UNAVAILABLE: Final = "unavailable"
 # WebSocket close codes (RFC 6455 §7.4.1)
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_MESSAGE_TOO_BIG: Final = 1009
+CLOSE_TRY_AGAIN_LATER: Final = 1013
 CLOSE_SUPERSEDED: Final = 4000
 """Private-use code: a newer connection with the same drone id took over this one."""
 

@@ -6,12 +6,14 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
 from shared.protocol import Queues
+from tests.processes import Cluster, ServiceProcess, cluster_env
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -25,7 +27,9 @@ def skip_or_fail(reason: str) -> None:
 def _reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             return True
     except OSError:
         return False
@@ -39,7 +43,9 @@ def rabbitmq_url() -> Iterator[str]:
     `unique_queues` prefixes to stay apart."""
     base = os.environ.get("DRONEFLOW_TEST_RABBITMQ_URL")
     if not base:
-        pytest.skip("RabbitMQ tests need DRONEFLOW_TEST_RABBITMQ_URL (e.g. amqp://guest:guest@127.0.0.1:5672/)")
+        pytest.skip(
+            "RabbitMQ tests need DRONEFLOW_TEST_RABBITMQ_URL (e.g. amqp://guest:guest@127.0.0.1:5672/)"
+        )
     if not _reachable(base, 5672):
         skip_or_fail(f"RabbitMQ at {base} is not reachable")
     rabbitmqctl = shutil.which("rabbitmqctl")
@@ -106,3 +112,35 @@ def mongodb_url() -> Iterator[str]:
 
     with MongoDbContainer("mongo:7") as container:
         yield container.get_connection_url()
+
+
+@pytest.fixture
+async def cluster_factory(rabbitmq_url: str, tmp_path: Path) -> AsyncIterator[object]:
+    """Gateways, dispatchers and result writers as separate processes on the local RabbitMQ
+    (a fresh vhost per session, a unique queue prefix per cluster) and one shared SQLite file."""
+    clusters: list[Cluster] = []
+
+    async def make(
+        gateways: int = 2, dispatchers: int = 1, writers: int = 1, **extra: str
+    ) -> Cluster:
+        env = cluster_env(rabbitmq_url, tmp_path, **extra)
+        logs = tmp_path / "logs"
+        logs.mkdir(exist_ok=True)
+        cluster = Cluster(
+            gateways=[ServiceProcess("gateway", env, logs, f"gateway{i}") for i in range(gateways)],
+            dispatchers=[
+                ServiceProcess("dispatcher", env, logs, f"dispatcher{i}")
+                for i in range(dispatchers)
+            ],
+            writers=[
+                ServiceProcess("result-writer", env, logs, f"writer{i}") for i in range(writers)
+            ],
+            env=env,
+        )
+        clusters.append(cluster)
+        await cluster.start()
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.stop()

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,17 +52,23 @@ class ServiceProcess:
             env["DRONEFLOW_METRICS_PORT"] = str(self.port)
         self.starts += 1
         log = (self.log_dir / f"{self.name}.{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # Popen returns as soon as the child exists; readiness is awaited below.
+        self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
         log.close()
         await self.wait_ready()
 
     async def wait_ready(self) -> None:
         path = "/healthz" if self.serves_http else "/metrics"
-        async with httpx.AsyncClient(base_url=self.base_url) as client, asyncio.timeout(READY_TIMEOUT_S):
+        async with (
+            httpx.AsyncClient(base_url=self.base_url) as client,
+            asyncio.timeout(READY_TIMEOUT_S),
+        ):
             while True:
                 assert self.process is not None
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}: see {self.log_dir}")
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.process.returncode}: see {self.log_dir}"
+                    )
                 try:
                     if (await client.get(path)).status_code == 200:
                         return
@@ -84,3 +91,42 @@ class ServiceProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+@dataclass
+class Cluster:
+    gateways: list[ServiceProcess]
+    dispatchers: list[ServiceProcess]
+    writers: list[ServiceProcess]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def services(self) -> list[ServiceProcess]:
+        return [*self.gateways, *self.dispatchers, *self.writers]
+
+    @property
+    def ws_urls(self) -> list[str]:
+        return [g.ws_url for g in self.gateways]
+
+    async def start(self) -> None:
+        for service in self.services:
+            await service.start()
+
+    def stop(self) -> None:
+        for service in self.services:
+            try:
+                service.terminate()
+            finally:
+                service.ensure_dead()
+
+
+def cluster_env(rabbitmq_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "DRONEFLOW_BROKER_URL": rabbitmq_url,
+        "DRONEFLOW_STORE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+        "DRONEFLOW_QUEUE_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+        "DRONEFLOW_SWEEP_INTERVAL_S": "0.5",
+        "DRONEFLOW_DISPATCH_GRACE_S": "2",
+        "DRONEFLOW_LOG_LEVEL": "warning",
+        **extra,
+    }

@@ -28,8 +28,9 @@ async def _connect(url: str) -> ClientConnection:
 
 @dataclass
 class SimDrone:
-    """Answers each task after `work_s`, failing some on purpose. Drops its connection at random
-    when `drop_probability` is set, to exercise redelivery."""
+    """Answers each task after `work_s` (or the task's own `input_data.work_s`), never answers a
+    task whose input_data says `silent` (so it times out), fails some on purpose, and drops its
+    connection at random when `drop_probability` is set, to exercise redelivery."""
 
     gateways: list[str]
     drone_id: str
@@ -52,7 +53,8 @@ class SimDrone:
         for index in itertools.count():
             if stop.is_set():
                 return
-            url = f"{self.gateways[index % len(self.gateways)]}/ws/drone/{self.drone_id}?capacity={self.capacity}"
+            gateway = self.gateways[index % len(self.gateways)]
+            url = f"{gateway}/ws/drone/{self.drone_id}?capacity={self.capacity}"
             try:
                 connection = await _connect(url)
             except (OSError, websockets.InvalidHandshake, TimeoutError):
@@ -67,14 +69,18 @@ class SimDrone:
                 await connection.close()
             await asyncio.sleep(RETRY_PAUSE_S * rng.random())
 
-    async def _session(self, connection: ClientConnection, stop: asyncio.Event, rng: random.Random) -> None:
+    async def _session(
+        self, connection: ClientConnection, stop: asyncio.Event, rng: random.Random
+    ) -> None:
         held: set[str] = set()
         workers: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(stop.wait())
         try:
             while True:
                 receiving = asyncio.create_task(connection.recv())
-                done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if stopping in done:
                     receiving.cancel()
                     return
@@ -87,20 +93,26 @@ class SimDrone:
                     self.max_held = max(self.max_held, len(held))
                     if len(held) > self.capacity:
                         self.over_capacity.append((task_id, len(held)))
-                    if task_id in self.silent:
+                    hints = frame["task_data"]["input_data"]
+                    if task_id in self.silent or hints.get("silent"):
                         continue
                     if self.drop_probability and rng.random() < self.drop_probability:
                         return  # drop the link with this task unfinished
-                    worker = asyncio.create_task(self._work(connection, task_id, held))
+                    work_s = float(hints.get("work_s", self.work_s))
+                    worker = asyncio.create_task(self._work(connection, task_id, held, work_s))
                     workers.add(worker)
                     worker.add_done_callback(workers.discard)
                 elif kind == "task_cancelled":
                     held.discard(frame["task_id"])
                     self.cancelled.add(frame["task_id"])
-                elif kind == "error" and frame.get("code") == "unavailable" and frame.get("task_id"):
+                elif (
+                    kind == "error"
+                    and frame.get("code") == "unavailable"
+                    and frame.get("message_type") == "processing_result"
+                ):
                     task_id = frame["task_id"]
                     held.add(task_id)
-                    worker = asyncio.create_task(self._work(connection, task_id, held, delay_s=0.3))
+                    worker = asyncio.create_task(self._work(connection, task_id, held, 0.3))
                     workers.add(worker)
                     worker.add_done_callback(workers.discard)
         finally:
@@ -109,12 +121,12 @@ class SimDrone:
                 worker.cancel()
 
     async def _work(
-        self, connection: ClientConnection, task_id: str, held: set[str], delay_s: float | None = None
+        self, connection: ClientConnection, task_id: str, held: set[str], work_s: float
     ) -> None:
-        await connection.send(
-            _encode({"type": "task_status_update", "data": {"task_id": task_id, "status": "processing", "additional_data": {"progress": 50}}})
-        )
-        await asyncio.sleep(self.work_s if delay_s is None else delay_s)
+        progress = {"task_id": task_id, "status": "processing", "additional_data": {"progress": 50}}
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await connection.send(_encode({"type": "task_status_update", "data": progress}))
+        await asyncio.sleep(work_s)
         if task_id not in held:
             return  # cancelled or timed out meanwhile
         number = int(task_id[-6:], 16)
@@ -184,7 +196,9 @@ class SimApp:
         try:
             while True:
                 receiving = asyncio.create_task(connection.recv())
-                done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if stopping in done:
                     receiving.cancel()
                     return
@@ -202,7 +216,9 @@ class SimApp:
             return
         if "app_id" in frame and frame["app_id"] != self.app_id:
             self.foreign.append(frame)
-        final = kind in FINAL_TYPES or (kind == "task_status_update" and frame.get("status") in TERMINAL)
+        final = kind in FINAL_TYPES or (
+            kind == "task_status_update" and frame.get("status") in TERMINAL
+        )
         if final:
             self.finals[frame["task_id"]] = frame
             self.final_count[frame["task_id"]] += 1
@@ -219,7 +235,13 @@ class SimApp:
             try:
                 assert connection is not None
                 await connection.send(
-                    _encode({"type": "processing_task", "request_id": key, "data": {**body, "idempotency_key": key}})
+                    _encode(
+                        {
+                            "type": "processing_task",
+                            "request_id": key,
+                            "data": {**body, "idempotency_key": key},
+                        }
+                    )
                 )
                 task_id = await asyncio.wait_for(future, timeout_s)
             except (websockets.ConnectionClosed, TimeoutError):
@@ -234,7 +256,9 @@ class SimApp:
         await self._connected.wait()
         if self._connection is not None:
             with contextlib.suppress(websockets.ConnectionClosed):
-                await self._connection.send(_encode({"type": "cancel_task", "data": {"task_id": task_id}}))
+                await self._connection.send(
+                    _encode({"type": "cancel_task", "data": {"task_id": task_id}})
+                )
 
     async def wait_all_final(self, timeout_s: float) -> set[str]:
         """Waits until every submitted task has a final notification; returns those missing."""

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, JsonValue, ValidationError
 
 from gateway.connections import DroneSession
 from gateway.deps import GatewayState, WsStateDep
@@ -21,6 +21,7 @@ from shared.protocol import (
     CANCEL_TASK,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
     ERR_ALREADY_FINISHED,
     ERR_ID_MISMATCH,
     ERR_INVALID_JSON,
@@ -136,7 +137,10 @@ async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -
         log.warning("backend unavailable while handling a %s frame", frame["type"])
         data = frame.get("data")
         task_id = data.get("task_id") if isinstance(data, dict) else None
-        extra = {"task_id": task_id} if isinstance(task_id, str) else {}
+        # Name what failed, so a client knows which frame to send again.
+        extra: dict[str, JsonValue] = {"message_type": frame["type"]}
+        if isinstance(task_id, str):
+            extra["task_id"] = task_id
         reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry", **extra).decode()
     if reply is not None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer left meanwhile
@@ -181,8 +185,6 @@ async def _serve_frames(
 async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDep) -> None:
     if not await _open(websocket, app_id, "application"):
         return
-    await state.registry.attach_app(app_id, websocket)
-
     async def handle(frame: dict[str, Any]) -> str | None:
         kind = frame["type"]
         if kind == PING:
@@ -194,7 +196,10 @@ async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDe
         raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
 
     try:
+        await state.registry.attach_app(app_id, websocket)
         await _serve_frames(websocket, state, handle, frozenset({PROCESSING_TASK}))
+    except TRANSIENT_ERRORS as exc:
+        await _close_try_again_later(websocket, exc)
     finally:
         await state.registry.detach_app(app_id, websocket)
 
@@ -252,8 +257,6 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
     session = DroneSession(
         drone_id, websocket, capacity, state.broker, state.store, state.settings.queues
     )
-    await state.registry.attach_drone(session)
-
     async def handle(frame: dict[str, Any]) -> str | None:
         kind = frame["type"]
         if kind == PING:
@@ -265,11 +268,21 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
         raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
 
     try:
+        await state.registry.attach_drone(session)
         await _serve_frames(
             websocket, state, handle, frozenset({PROCESSING_RESULT, TASK_STATUS_UPDATE})
         )
+    except TRANSIENT_ERRORS as exc:
+        await _close_try_again_later(websocket, exc)
     finally:
         await state.registry.detach_drone(session)
+
+
+async def _close_try_again_later(websocket: WebSocket, exc: Exception) -> None:
+    """The broker or the store is unreachable while setting the connection up."""
+    log.warning("closing a socket until the backend is back: %s", exc)
+    with contextlib.suppress(RuntimeError):
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "backend unavailable, reconnect later")
 
 
 def _capacity(websocket: WebSocket, state: GatewayState) -> int | None:

@@ -7,9 +7,8 @@ import subprocess
 
 import pytest
 
-from tests.distributed.conftest import Cluster
 from tests.faults.workload import Workload, WorkloadReport, check_invariants
-from tests.processes import ServiceProcess
+from tests.processes import Cluster, ServiceProcess
 from tests.sim import SimApp, SimDrone
 
 pytestmark = [pytest.mark.distributed, pytest.mark.rabbitmq]
@@ -27,18 +26,28 @@ async def restart_rabbitmq() -> None:
     rabbitmqctl = shutil.which("rabbitmqctl")
     assert rabbitmqctl is not None
     try:
-        await asyncio.to_thread(subprocess.run, [rabbitmqctl, "stop_app"], check=True, capture_output=True)
+        await asyncio.to_thread(
+            subprocess.run, [rabbitmqctl, "stop_app"], check=True, capture_output=True
+        )
     finally:
-        await asyncio.to_thread(subprocess.run, [rabbitmqctl, "start_app"], check=True, capture_output=True)
+        await asyncio.to_thread(
+            subprocess.run, [rabbitmqctl, "start_app"], check=True, capture_output=True
+        )
 
 
-@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl to restart RabbitMQ")
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(
+    shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl to restart RabbitMQ"
+)
 async def test_cluster_survives_kill_9_of_every_service_and_a_rabbitmq_restart(
     cluster_factory: object,
 ) -> None:
     cluster: Cluster = await cluster_factory(gateways=2, dispatchers=1, writers=1)  # type: ignore[operator]
     urls = cluster.ws_urls
-    drones = [SimDrone(urls[i % 2 :] + urls[: i % 2], f"FD{i}", capacity=1 + i % 3, work_s=0.02, seed=i) for i in range(6)]
+    drones = [
+        SimDrone(urls[i % 2 :] + urls[: i % 2], f"FD{i}", capacity=1 + i % 3, work_s=0.02, seed=i)
+        for i in range(6)
+    ]
     apps = [SimApp(urls[i % 2 :] + urls[: i % 2], f"FA{i}") for i in range(3)]
     workload = Workload(urls, apps, drones, tasks_per_app=100, submit_pause_s=0.03)
     report = WorkloadReport()

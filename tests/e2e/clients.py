@@ -78,8 +78,9 @@ class WsClient:
 
     async def wait_type(self, message_type: str, **fields: Any) -> dict[str, Any]:
         return await self.wait_for(
-            lambda f: f.get("type") == message_type
-            and all(f.get(k) == v for k, v in fields.items())
+            lambda f: (
+                f.get("type") == message_type and all(f.get(k) == v for k, v in fields.items())
+            )
         )
 
     def of_type(self, message_type: str) -> list[dict[str, Any]]:

@@ -69,7 +69,7 @@ async def server_factory(tmp_path: Path) -> AsyncIterator[object]:
         return Server(base, f"ws://127.0.0.1:{settings.port}", settings)
 
     yield start
-    for stop, task in running:
+    for stop, _ in running:
         stop.set()
     for _, task in running:
         await asyncio.wait_for(task, 20)

@@ -51,7 +51,9 @@ async def test_rest_priority_outside_1_to_5_or_not_an_integer_is_422(
 
 
 @pytest.mark.parametrize("input_data", [[1, 2], "text", 5, None])
-async def test_rest_input_data_not_an_object_is_422(http: httpx.AsyncClient, input_data: object) -> None:
+async def test_rest_input_data_not_an_object_is_422(
+    http: httpx.AsyncClient, input_data: object
+) -> None:
     response = await http.post("/api/processing-tasks", json={**VALID, "input_data": input_data})
     assert response.status_code == 422
     assert any("input_data" in err["loc"] for err in response.json()["detail"])
@@ -73,7 +75,9 @@ async def test_rest_body_over_the_limit_is_413(http: httpx.AsyncClient, server: 
     assert response.status_code == 413
 
 
-async def test_rest_chunked_body_over_the_limit_is_413(http: httpx.AsyncClient, server: Server) -> None:
+async def test_rest_chunked_body_over_the_limit_is_413(
+    http: httpx.AsyncClient, server: Server
+) -> None:
     chunk = b"x" * 65536
     count = server.settings.max_body_bytes // len(chunk) + 2
 
@@ -106,7 +110,11 @@ async def test_rest_bad_limits_are_422(http: httpx.AsyncClient) -> None:
         ('{"type": "launch_missiles"}', "unknown_type"),
         ('{"type": "processing_task"}', "invalid_message"),
         ('{"type": "processing_task", "data": {"drone_id": "D1"}}', "invalid_message"),
-        ('{"type": "processing_task", "data": {"drone_id": "D1", "task_type": "t", "input_data": {}, "priority": 9}}', "invalid_message"),
+        (
+            '{"type": "processing_task", "data": {"drone_id": "D1", "task_type": "t",'
+            ' "input_data": {}, "priority": 9}}',
+            "invalid_message",
+        ),
         ('{"type": "cancel_task", "data": {"task_id": "task_nope"}}', "unknown_task"),
     ],
 )
@@ -128,8 +136,15 @@ async def test_app_socket_answers_bad_frames_with_error_and_stays_open(
         ('{"type": "fly_away"}', "unknown_type"),
         ('{"type": "processing_result", "data": {"task_id": "task_x"}}', "invalid_message"),
         ('{"type": "processing_result", "data": "nope"}', "invalid_message"),
-        ('{"type": "processing_result", "data": {"task_id": "task_unknown", "success": true}}', "unknown_task"),
-        ('{"type": "task_status_update", "data": {"task_id": "task_unknown", "status": "processing"}}', "unknown_task"),
+        (
+            '{"type": "processing_result", "data": {"task_id": "task_unknown", "success": true}}',
+            "unknown_task",
+        ),
+        (
+            '{"type": "task_status_update",'
+            ' "data": {"task_id": "task_unknown", "status": "processing"}}',
+            "unknown_task",
+        ),
     ],
 )
 async def test_drone_socket_answers_bad_frames_with_error_and_stays_open(
@@ -142,7 +157,9 @@ async def test_drone_socket_answers_bad_frames_with_error_and_stays_open(
     assert error["code"] == code
 
 
-@pytest.mark.parametrize("path", ["/ws/application/bad.id", "/ws/drone/has%20space", "/ws/drone/" + "x" * 65])
+@pytest.mark.parametrize(
+    "path", ["/ws/application/bad.id", "/ws/drone/has%20space", "/ws/drone/" + "x" * 65]
+)
 async def test_invalid_id_in_the_path_closes_with_1008_before_the_welcome(
     server: Server, path: str
 ) -> None:

@@ -30,7 +30,9 @@ async def _drain_one_at_a_time(drone: WsClient, drone_id: str, count: int) -> li
     return order
 
 
-async def test_priority_order_across_a_mixed_backlog(server: Server, http: httpx.AsyncClient) -> None:
+async def test_priority_order_across_a_mixed_backlog(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     # Given a backlog of mixed priorities for an offline drone, all routed to its queue
     routed_before = await counter(http, "droneflow_tasks_routed")
     priorities = [1, 3, 5, 2, 1, 4, 5, 3, 2, 1, 4, 2]
@@ -110,13 +112,19 @@ async def test_two_applications_never_see_each_others_traffic(
         WsClient(server.app_ws("AppB")) as app_b,
         WsClient(server.drone_ws("SharedDrone", capacity=4)) as drone,
     ):
-        await app_a.send({"type": "processing_task", "request_id": "a", "data": task_body("AppA", "SharedDrone")})
-        await app_b.send({"type": "processing_task", "request_id": "b", "data": task_body("AppB", "SharedDrone")})
+        await app_a.send(
+            {"type": "processing_task", "request_id": "a", "data": task_body("AppA", "SharedDrone")}
+        )
+        await app_b.send(
+            {"type": "processing_task", "request_id": "b", "data": task_body("AppB", "SharedDrone")}
+        )
         task_a = (await app_a.wait_type("task_created"))["task_id"]
         task_b = (await app_b.wait_type("task_created"))["task_id"]
         for task_id in (task_a, task_b):
             await drone.wait_type("processing_task", task_id=task_id)
-            await drone.send({"type": "task_status_update", "data": {"task_id": task_id, "status": "processing"}})
+            await drone.send(
+                {"type": "task_status_update", "data": {"task_id": task_id, "status": "processing"}}
+            )
             await drone.send(result_message(task_id, "SharedDrone"))
         await app_a.wait_type("processing_result_received", task_id=task_a)
         await app_b.wait_type("processing_result_received", task_id=task_b)
@@ -171,11 +179,22 @@ async def test_result_reaches_app_connected_only_after_submission(
     server: Server, http: httpx.AsyncClient
 ) -> None:
     async with WsClient(server.app_ws("LateApp")) as app:
-        await app.send({"type": "processing_task", "request_id": 1, "data": task_body("LateApp", "D77")})
+        await app.send(
+            {"type": "processing_task", "request_id": 1, "data": task_body("LateApp", "D77")}
+        )
         task_id = (await app.wait_type("task_created"))["task_id"]
     async with WsClient(server.drone_ws("D77")) as drone:
         await drone.wait_type("processing_task", task_id=task_id)
-        await drone.send({"type": "task_status_update", "data": {"task_id": task_id, "status": "processing", "additional_data": {"progress": 10}}})
+        await drone.send(
+            {
+                "type": "task_status_update",
+                "data": {
+                    "task_id": task_id,
+                    "status": "processing",
+                    "additional_data": {"progress": 10},
+                },
+            }
+        )
         await drone.send(result_message(task_id, "D77"))
         await drone.roundtrip_ping()
     async with WsClient(server.app_ws("LateApp")) as app:
@@ -202,8 +221,15 @@ async def test_many_tasks_all_complete(server: Server, http: httpx.AsyncClient) 
 
         workers = [asyncio.create_task(work(d, f"Bulk{i}")) for i, d in enumerate(drones)]
         for n in range(60):
-            await app.send({"type": "processing_task", "data": task_body("BulkApp", f"Bulk{n % 3}", priority=1 + n % 5)})
-        await app.wait_for(lambda _: len(app.of_type("processing_result_received")) == 60, timeout_s=30)
+            await app.send(
+                {
+                    "type": "processing_task",
+                    "data": task_body("BulkApp", f"Bulk{n % 3}", priority=1 + n % 5),
+                }
+            )
+        await app.wait_for(
+            lambda _: len(app.of_type("processing_result_received")) == 60, timeout_s=30
+        )
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

@@ -3,8 +3,8 @@
 import httpx
 
 from tests.e2e.clients import WsClient, result_message, task_body
-from tests.processes import ServiceProcess
 from tests.e2e.metrics import wait_counter
+from tests.processes import ServiceProcess
 
 
 async def test_kill_9_loses_no_task_and_no_unsent_result(serve_process: ServiceProcess) -> None:
@@ -14,11 +14,19 @@ async def test_kill_9_loses_no_task_and_no_unsent_result(serve_process: ServiceP
         # Given: tasks waiting for an offline drone, a task a drone holds, and a result that
         # was stored while its application was offline
         waiting = [
-            (await http.post("/api/processing-tasks", json=task_body("DurApp", "OfflineDrone", priority=p))).json()["task_id"]
+            (
+                await http.post(
+                    "/api/processing-tasks", json=task_body("DurApp", "OfflineDrone", priority=p)
+                )
+            ).json()["task_id"]
             for p in (1, 5, 3)
         ]
-        held = (await http.post("/api/processing-tasks", json=task_body("DurApp", "BusyDrone"))).json()["task_id"]
-        done = (await http.post("/api/processing-tasks", json=task_body("DurApp", "FastDrone"))).json()["task_id"]
+        held = (
+            await http.post("/api/processing-tasks", json=task_body("DurApp", "BusyDrone"))
+        ).json()["task_id"]
+        done = (
+            await http.post("/api/processing-tasks", json=task_body("DurApp", "FastDrone"))
+        ).json()["task_id"]
         async with WsClient(proc.ws_url + "/ws/drone/FastDrone") as fast:
             await fast.wait_type("processing_task", task_id=done)
             await fast.send(result_message(done, "FastDrone", result_data={"answer": 42}))
@@ -53,8 +61,10 @@ async def test_kill_9_loses_no_task_and_no_unsent_result(serve_process: ServiceP
     async with WsClient(proc.ws_url + "/ws/application/DurApp") as app:
         first = await app.wait_type("processing_result_received", task_id=done)
         await app.wait_for(
-            lambda _: {f["task_id"] for f in app.of_type("processing_result_received")}
-            == {done, held, *waiting}
+            lambda _: (
+                {f["task_id"] for f in app.of_type("processing_result_received")}
+                == {done, held, *waiting}
+            )
         )
     assert first["result_data"] == {"answer": 42}
 
@@ -63,7 +73,9 @@ async def test_sigterm_shuts_down_cleanly_and_keeps_tasks(serve_process: Service
     proc = serve_process
     await proc.start()
     async with httpx.AsyncClient(base_url=proc.base_url) as http:
-        task_id = (await http.post("/api/processing-tasks", json=task_body("TermApp", "TermDrone"))).json()["task_id"]
+        task_id = (
+            await http.post("/api/processing-tasks", json=task_body("TermApp", "TermDrone"))
+        ).json()["task_id"]
         drone = WsClient(proc.ws_url + "/ws/drone/TermDrone")
         await drone.connect()
         await drone.wait_type("processing_task", task_id=task_id)

@@ -83,8 +83,14 @@ async def test_rest_limit_applies_to_both_list_endpoints(
 
 
 async def test_ws_welcome_frames_then_ping_pong(server: Server) -> None:
-    async with WsClient(server.app_ws("App001")) as app, WsClient(server.drone_ws("Drone001")) as drone:
-        for client, client_id, client_type in ((app, "App001", "application"), (drone, "Drone001", "drone")):
+    async with (
+        WsClient(server.app_ws("App001")) as app,
+        WsClient(server.drone_ws("Drone001")) as drone,
+    ):
+        for client, client_id, client_type in (
+            (app, "App001", "application"),
+            (drone, "Drone001", "drone"),
+        ):
             welcome = await client.wait_type("connection_established")
             assert client.received[0] is welcome
             assert welcome["client_id"] == client_id
@@ -118,7 +124,10 @@ async def test_flow_rest_task_created_before_its_drone_connects_reaches_it_on_co
 
 
 async def test_flow_full_cycle_over_websockets(server: Server, http: httpx.AsyncClient) -> None:
-    async with WsClient(server.app_ws("App001")) as app, WsClient(server.drone_ws("Drone001")) as drone:
+    async with (
+        WsClient(server.app_ws("App001")) as app,
+        WsClient(server.drone_ws("Drone001")) as drone,
+    ):
         await drone.wait_type("connection_established")
         # Given an application that submits over its socket, as in the spec's step 3
         await app.send(
@@ -139,12 +148,18 @@ async def test_flow_full_cycle_over_websockets(server: Server, http: httpx.Async
         await drone.send(
             {
                 "type": "task_status_update",
-                "data": {"task_id": task_id, "status": "processing", "additional_data": {"progress": 50}},
+                "data": {
+                    "task_id": task_id,
+                    "status": "processing",
+                    "additional_data": {"progress": 50},
+                },
             }
         )
         update = await app.wait_type("task_status_update", task_id=task_id)
         assert (await http.get(f"/api/processing-tasks/{task_id}")).json()["status"] == "processing"
-        result_data = {"detections": [{"class": "person", "confidence": 0.92, "bbox": [50, 100, 200, 400]}]}
+        result_data = {
+            "detections": [{"class": "person", "confidence": 0.92, "bbox": [50, 100, 200, 400]}]
+        }
         await drone.send(result_message(task_id, "Drone001", result_data=result_data))
         received = await app.wait_type("processing_result_received", task_id=task_id)
 
@@ -177,12 +192,20 @@ async def test_flow_full_cycle_over_websockets(server: Server, http: httpx.Async
 async def test_flow_failed_result_fails_the_task_with_the_error(
     server: Server, http: httpx.AsyncClient
 ) -> None:
-    async with WsClient(server.app_ws("App001")) as app, WsClient(server.drone_ws("Drone001")) as drone:
-        task_id = (await http.post("/api/processing-tasks", json=task_body("App001", "Drone001"))).json()["task_id"]
+    async with (
+        WsClient(server.app_ws("App001")) as app,
+        WsClient(server.drone_ws("Drone001")) as drone,
+    ):
+        task_id = (
+            await http.post("/api/processing-tasks", json=task_body("App001", "Drone001"))
+        ).json()["task_id"]
         await drone.wait_type("processing_task", task_id=task_id)
         await drone.send(
             result_message(
-                task_id, "Drone001", result_data={}, success=False,
+                task_id,
+                "Drone001",
+                result_data={},
+                success=False,
                 error_message="Image processing failed: Invalid image format",
             )
         )
@@ -196,7 +219,9 @@ async def test_flow_failed_result_fails_the_task_with_the_error(
     assert task["error_message"] == "Image processing failed: Invalid image format"
 
 
-async def test_ws_submit_with_request_id_gets_task_created(server: Server, http: httpx.AsyncClient) -> None:
+async def test_ws_submit_with_request_id_gets_task_created(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     async with WsClient(server.app_ws("App001")) as app:
         await app.send(
             {

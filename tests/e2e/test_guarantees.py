@@ -38,7 +38,10 @@ async def test_in_progress_timeout_redelivers_then_fails_at_max_attempts(
     server: Server, http: httpx.AsyncClient
 ) -> None:
     body = task_body("SlowApp", "SilentDrone", timeout_s=0.5, max_attempts=2)
-    async with WsClient(server.app_ws("SlowApp")) as app, WsClient(server.drone_ws("SilentDrone")) as drone:
+    async with (
+        WsClient(server.app_ws("SlowApp")) as app,
+        WsClient(server.drone_ws("SilentDrone")) as drone,
+    ):
         task_id = await _create(http, body)
         # The drone never answers: each delivery times out and is taken back from it
         await drone.wait_type("processing_task", task_id=task_id)
@@ -58,7 +61,9 @@ async def test_in_progress_timeout_redelivers_then_fails_at_max_attempts(
     assert task["delivered_at"] is not None and task["finished_at"] is not None
 
 
-async def test_capacity_slot_of_a_timed_out_task_is_freed(server: Server, http: httpx.AsyncClient) -> None:
+async def test_capacity_slot_of_a_timed_out_task_is_freed(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     async with WsClient(server.drone_ws("SlotDrone")) as drone:
         stuck = await _create(http, task_body("A", "SlotDrone", timeout_s=0.4, max_attempts=1))
         await drone.wait_type("processing_task", task_id=stuck)
@@ -67,7 +72,9 @@ async def test_capacity_slot_of_a_timed_out_task_is_freed(server: Server, http: 
         await drone.wait_type("processing_task", task_id=next_task)
 
 
-async def test_ttl_expires_a_task_that_waited_too_long(server: Server, http: httpx.AsyncClient) -> None:
+async def test_ttl_expires_a_task_that_waited_too_long(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     async with WsClient(server.app_ws("TtlApp")) as app:
         task_id = await _create(http, task_body("TtlApp", "NobodyDrone", ttl_s=0.3))
         update = await app.wait_type("task_status_update", task_id=task_id, status="failed")
@@ -81,7 +88,9 @@ async def test_ttl_expires_a_task_that_waited_too_long(server: Server, http: htt
     assert task["error_code"] == "expired" and task["attempts"] == 0
 
 
-async def test_cancelled_pending_task_is_never_delivered(server: Server, http: httpx.AsyncClient) -> None:
+async def test_cancelled_pending_task_is_never_delivered(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     task_id = await _create(http, task_body("CancelApp", "CancelDrone", priority=5))
     response = await http.post(f"/api/processing-tasks/{task_id}/cancel")
     assert response.status_code == 200
@@ -100,7 +109,10 @@ async def test_cancelled_pending_task_is_never_delivered(server: Server, http: h
 async def test_cancel_over_ws_reaches_the_drone_frees_its_slot_and_ignores_its_late_result(
     server: Server, http: httpx.AsyncClient
 ) -> None:
-    async with WsClient(server.app_ws("CancelApp")) as app, WsClient(server.drone_ws("HoldDrone")) as drone:
+    async with (
+        WsClient(server.app_ws("CancelApp")) as app,
+        WsClient(server.drone_ws("HoldDrone")) as drone,
+    ):
         held = await _create(http, task_body("CancelApp", "HoldDrone"))
         waiting = await _create(http, task_body("CancelApp", "HoldDrone"))
         await drone.wait_type("processing_task", task_id=held)
@@ -128,7 +140,9 @@ async def test_app_cannot_cancel_another_apps_task(server: Server, http: httpx.A
     assert (await http.get(f"/api/processing-tasks/{task_id}")).json()["status"] == "pending"
 
 
-async def test_disconnects_past_max_attempts_fail_the_task(server: Server, http: httpx.AsyncClient) -> None:
+async def test_disconnects_past_max_attempts_fail_the_task(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     task_id = await _create(http, task_body("DropApp", "DropDrone", max_attempts=1))
     async with WsClient(server.drone_ws("DropDrone")) as drone:
         await drone.wait_type("processing_task", task_id=task_id)
@@ -155,13 +169,22 @@ async def test_catch_up_listing_pages_through_an_apps_tasks(http: httpx.AsyncCli
     assert sorted(seen) == sorted(ids) and pages == 3
 
     first = (await http.get(f"/api/processing-tasks/{ids[0]}")).json()
-    since = (await http.get("/api/processing-tasks", params={"app_id": "PageApp", "updated_since": first["updated_at"]})).json()
+    since = (
+        await http.get(
+            "/api/processing-tasks",
+            params={"app_id": "PageApp", "updated_since": first["updated_at"]},
+        )
+    ).json()
     assert {t["task_id"] for t in since["tasks"]} <= set(ids)
-    done = (await http.get("/api/processing-tasks", params={"app_id": "PageApp", "status": "completed"})).json()
+    done = (
+        await http.get("/api/processing-tasks", params={"app_id": "PageApp", "status": "completed"})
+    ).json()
     assert done["count"] == 0
     bad = await http.get("/api/processing-tasks", params={"cursor": "garbage!"})
     assert bad.status_code == 422
-    assert (await http.get("/api/processing-tasks", params={"updated_since": "yesterday"})).status_code == 422
+    assert (
+        await http.get("/api/processing-tasks", params={"updated_since": "yesterday"})
+    ).status_code == 422
     assert (await http.get("/api/processing-tasks", params={"status": "weird"})).status_code == 422
 
 

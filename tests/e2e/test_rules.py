@@ -7,7 +7,9 @@ from tests.e2e.conftest import Server
 
 
 async def _task(http: httpx.AsyncClient, app_id: str, drone_id: str) -> str:
-    task_id: str = (await http.post("/api/processing-tasks", json=task_body(app_id, drone_id))).json()["task_id"]
+    task_id: str = (
+        await http.post("/api/processing-tasks", json=task_body(app_id, drone_id))
+    ).json()["task_id"]
     return task_id
 
 
@@ -15,7 +17,10 @@ async def test_result_straight_from_pending_completes_the_task(
     server: Server, http: httpx.AsyncClient
 ) -> None:
     task_id = await _task(http, "RuleApp", "RuleDrone")
-    async with WsClient(server.app_ws("RuleApp")) as app, WsClient(server.drone_ws("RuleDrone")) as drone:
+    async with (
+        WsClient(server.app_ws("RuleApp")) as app,
+        WsClient(server.drone_ws("RuleDrone")) as drone,
+    ):
         await drone.wait_type("processing_task", task_id=task_id)
         await drone.send(result_message(task_id, "RuleDrone"))
         await app.wait_type("processing_result_received", task_id=task_id)
@@ -26,7 +31,10 @@ async def test_second_result_is_acknowledged_and_not_stored_again(
     server: Server, http: httpx.AsyncClient
 ) -> None:
     task_id = await _task(http, "RuleApp", "RuleDrone2")
-    async with WsClient(server.app_ws("RuleApp")) as app, WsClient(server.drone_ws("RuleDrone2")) as drone:
+    async with (
+        WsClient(server.app_ws("RuleApp")) as app,
+        WsClient(server.drone_ws("RuleDrone2")) as drone,
+    ):
         await drone.wait_type("processing_task", task_id=task_id)
         await drone.send(result_message(task_id, "RuleDrone2", result_data={"n": 1}))
         first = await app.wait_type("processing_result_received", task_id=task_id)
@@ -46,11 +54,16 @@ async def test_status_update_after_completion_changes_nothing(
     server: Server, http: httpx.AsyncClient
 ) -> None:
     task_id = await _task(http, "RuleApp", "RuleDrone3")
-    async with WsClient(server.app_ws("RuleApp")) as app, WsClient(server.drone_ws("RuleDrone3")) as drone:
+    async with (
+        WsClient(server.app_ws("RuleApp")) as app,
+        WsClient(server.drone_ws("RuleDrone3")) as drone,
+    ):
         await drone.wait_type("processing_task", task_id=task_id)
         await drone.send(result_message(task_id, "RuleDrone3"))
         await app.wait_type("processing_result_received", task_id=task_id)
-        await drone.send({"type": "task_status_update", "data": {"task_id": task_id, "status": "processing"}})
+        await drone.send(
+            {"type": "task_status_update", "data": {"task_id": task_id, "status": "processing"}}
+        )
         await drone.roundtrip_ping()
         # a status update after the result must not reach the app either: a second task proves
         # everything before it was processed
@@ -70,7 +83,9 @@ async def test_drone_cannot_report_on_another_drones_task(
     async with WsClient(server.drone_ws("IntruderDrone")) as intruder:
         await intruder.send(result_message(task_id, "IntruderDrone"))
         error = await intruder.wait_type("error")
-        await intruder.send({"type": "task_status_update", "data": {"task_id": task_id, "status": "processing"}})
+        await intruder.send(
+            {"type": "task_status_update", "data": {"task_id": task_id, "status": "processing"}}
+        )
         await intruder.wait_for(lambda _: len(intruder.of_type("error")) == 2)
         await intruder.roundtrip_ping()
 
@@ -80,7 +95,9 @@ async def test_drone_cannot_report_on_another_drones_task(
     assert (await http.get(f"/api/processing-results/{task_id}")).status_code == 404
 
 
-async def test_drone_id_in_message_must_match_the_path(server: Server, http: httpx.AsyncClient) -> None:
+async def test_drone_id_in_message_must_match_the_path(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     task_id = await _task(http, "RuleApp", "PathDrone")
     async with WsClient(server.drone_ws("PathDrone")) as drone:
         await drone.wait_type("processing_task", task_id=task_id)
@@ -97,7 +114,9 @@ async def test_drone_may_not_end_a_task_through_a_status_update(
     task_id = await _task(http, "RuleApp", "StatusDrone")
     async with WsClient(server.drone_ws("StatusDrone")) as drone:
         await drone.wait_type("processing_task", task_id=task_id)
-        await drone.send({"type": "task_status_update", "data": {"task_id": task_id, "status": "completed"}})
+        await drone.send(
+            {"type": "task_status_update", "data": {"task_id": task_id, "status": "completed"}}
+        )
         error = await drone.wait_type("error")
         await drone.roundtrip_ping()
     assert error["code"] == "invalid_status"

@@ -34,7 +34,8 @@ class WorkloadReport:
 
     def lines(self) -> list[str]:
         lines = [
-            f"sent={self.sent} completed={self.by_status['completed']} failed={self.by_status['failed']} "
+            f"sent={self.sent} completed={self.by_status['completed']} "
+            f"failed={self.by_status['failed']} "
             f"cancelled={self.by_status['cancelled']} lost={self.lost} "
             f"results_duplicated={self.results_duplicated} redeliveries={self.redeliveries}",
             f"failed by error_code: {dict(self.by_error_code)}",
@@ -61,9 +62,14 @@ class Workload:
         async def submit(app: SimApp) -> None:
             for n in range(self.tasks_per_app):
                 drone = self.drones[(n + hash(app.app_id)) % len(self.drones)]
-                extra = options_for(n) if options_for else {}
-                body = task_body(app.app_id, drone.drone_id, priority=1 + n % 5, **self.task_options, **extra)
-                await app.submit(f"{app.app_id}-{n}", body)
+                extra = dict(options_for(n)) if options_for else {}
+                cancel = extra.pop("cancel", False)
+                body = task_body(
+                    app.app_id, drone.drone_id, priority=1 + n % 5, **self.task_options, **extra
+                )
+                task_id = await app.submit(f"{app.app_id}-{n}", body)
+                if cancel:
+                    await app.cancel(task_id)
                 await asyncio.sleep(self.submit_pause_s)
 
         await asyncio.gather(*(submit(app) for app in self.apps))
@@ -73,7 +79,8 @@ class Workload:
 
     async def wait_progress(self, since: int, timeout_s: float = 90) -> None:
         async with asyncio.timeout(timeout_s):
-            while self.finals_seen() <= since:
+            # Counts kept by many app tasks; a short poll is simpler than wiring an event.
+            while self.finals_seen() <= since:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
 
     async def inject(self, faults: Sequence[Fault], report: WorkloadReport) -> None:
@@ -81,9 +88,14 @@ class Workload:
         for name, fault in faults:
             before = self.finals_seen()
             started = time.monotonic()
+            print(f"[{time.strftime('%X')}] {name} (finals so far: {before})", flush=True)
             await fault()
             await self.wait_progress(before)
             report.faults.append(FaultFigure(name, time.monotonic() - started))
+            print(
+                f"[{time.strftime('%X')}] serving again after {report.faults[-1].recovery_s:.2f}s",
+                flush=True,
+            )
 
     async def finish(self, timeout_s: float) -> dict[str, set[str]]:
         missing = {app.app_id: await app.wait_all_final(timeout_s) for app in self.apps}
@@ -112,7 +124,9 @@ async def check_invariants(
                 cursor = page["next_cursor"]
                 if not cursor:
                     break
-            assert len(listed) == len(app.task_ids), f"{app.app_id}: idempotency keys made extra tasks"
+            assert len(listed) == len(app.task_ids), (
+                f"{app.app_id}: idempotency keys made extra tasks"
+            )
             assert len({t["idempotency_key"] for t in listed}) == len(listed)
             for task in listed:
                 report.by_status[task["status"]] += 1
@@ -121,10 +135,14 @@ async def check_invariants(
                 assert task["status"] in {"completed", "failed", "cancelled"}, task
                 assert task["attempts"] <= max_attempts, task
         for drone in workload.drones:
-            results = (await http.get(f"/api/processing-results/drone/{drone.drone_id}?limit=1000")).json()
+            results = (
+                await http.get(f"/api/processing-results/drone/{drone.drone_id}?limit=1000")
+            ).json()
             ids = [r["task_id"] for r in results["results"]]
             report.results_duplicated += len(ids) - len(set(ids))
-    report.lost = sum(1 for app in workload.apps for tid in app.task_ids.values() if tid not in app.finals)
+    report.lost = sum(
+        1 for app in workload.apps for tid in app.task_ids.values() if tid not in app.finals
+    )
     deliveries: Counter[str] = Counter()
     for drone in workload.drones:
         deliveries.update(drone.deliveries)

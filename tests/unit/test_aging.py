@@ -1,14 +1,20 @@
+from dispatcher.service import Dispatcher
 from shared.clock import iso_before, now_iso
 from shared.models import TaskRecord
 from shared.settings import Settings
-from dispatcher.service import Dispatcher
 
 
 def _task(priority: int, waited_s: float) -> TaskRecord:
     created = iso_before(waited_s)
     return TaskRecord(
-        task_id="task_0", app_id="A", drone_id="D", task_type="t", input_data={},
-        priority=priority, created_at=created, updated_at=created,
+        task_id="task_0",
+        app_id="A",
+        drone_id="D",
+        task_type="t",
+        input_data={},
+        priority=priority,
+        created_at=created,
+        updated_at=created,
     )
 
 

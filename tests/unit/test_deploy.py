@@ -14,7 +14,9 @@ from shared.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DRONEFLOW_SERVICES = {
-    name: spec for name, spec in COMPOSE["services"].items() if spec.get("image") == "droneflow:latest"
+    name: spec
+    for name, spec in COMPOSE["services"].items()
+    if spec.get("image") == "droneflow:latest"
 }
 
 
@@ -72,7 +74,5 @@ def test_proxy_passes_websocket_upgrades_to_both_gateways() -> None:
 
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [
-        name for name in Settings.model_fields if f"DRONEFLOW_{name.upper()}" not in readme
-    ]
+    missing = [name for name in Settings.model_fields if f"DRONEFLOW_{name.upper()}" not in readme]
     assert missing == []

@@ -49,7 +49,9 @@ def test_create_request_accepts_the_spec_body_and_defaults_priority_to_normal() 
 
 
 @pytest.mark.parametrize("priority", [0, 6, 2.5, "3", True, None])
-def test_create_request_rejects_priorities_that_are_not_integers_from_1_to_5(priority: object) -> None:
+def test_create_request_rejects_priorities_that_are_not_integers_from_1_to_5(
+    priority: object,
+) -> None:
     with pytest.raises(ValidationError):
         CreateTaskRequest.model_validate({**BODY, "priority": priority})
 
@@ -68,7 +70,10 @@ def test_create_request_ignores_unknown_fields() -> None:
 
 
 def test_ws_request_leaves_app_id_to_the_path() -> None:
-    assert WsTaskRequest.model_validate({k: v for k, v in BODY.items() if k != "app_id"}).app_id is None
+    assert (
+        WsTaskRequest.model_validate({k: v for k, v in BODY.items() if k != "app_id"}).app_id
+        is None
+    )
 
 
 def test_drone_result_requires_a_strict_success_flag() -> None:
@@ -107,30 +112,58 @@ def test_frames_have_the_spec_shapes() -> None:
     task = _task(attempts=1)
     drone = orjson.loads(drone_task_frame(task, "2024-01-01T12:00:00.000Z"))
     assert drone["type"] == "processing_task" and drone["task_id"] == task.task_id
-    assert drone["task_data"] == {k: BODY[k] for k in ("app_id", "drone_id", "task_type", "input_data", "priority")}
+    assert drone["task_data"] == {
+        k: BODY[k] for k in ("app_id", "drone_id", "task_type", "input_data", "priority")
+    }
 
     result = ResultRecord(
-        result_id="507f1f77bcf86cd799439011", task_id=task.task_id, drone_id="Drone001",
-        result_data={"detections": []}, processing_time=0.85, success=True,
+        result_id="507f1f77bcf86cd799439011",
+        task_id=task.task_id,
+        drone_id="Drone001",
+        result_data={"detections": []},
+        processing_time=0.85,
+        success=True,
         timestamp="2024-01-01T12:00:00.000Z",
     )
     received = orjson.loads(result_received_frame(result, "App001"))
     assert set(received) == {
-        "type", "result_id", "task_id", "result_data", "drone_id", "app_id", "success",
-        "processing_time", "error_message", "timestamp",
+        "type",
+        "result_id",
+        "task_id",
+        "result_data",
+        "drone_id",
+        "app_id",
+        "success",
+        "processing_time",
+        "error_message",
+        "timestamp",
     }
     update = orjson.loads(status_update_frame(task, "t", {"progress": 50}))
     assert set(update) == {"type", "task_id", "status", "drone_id", "additional_data", "timestamp"}
     assert update["additional_data"] == {"progress": 50}
-    failed = orjson.loads(status_update_frame(task.model_copy(update={"status": "failed", "error_code": "timeout"}), "t"))
+    failed = orjson.loads(
+        status_update_frame(
+            task.model_copy(update={"status": "failed", "error_code": "timeout"}), "t"
+        )
+    )
     assert failed["additional_data"]["error_code"] == "timeout"
     welcome = orjson.loads(welcome_frame("D1", "drone", "t"))
-    assert welcome == {"type": "connection_established", "client_id": "D1", "client_type": "drone", "timestamp": "t"}
+    assert welcome == {
+        "type": "connection_established",
+        "client_id": "D1",
+        "client_type": "drone",
+        "timestamp": "t",
+    }
 
 
 def test_queue_names_share_one_prefix() -> None:
     queues = Queues(prefix="p")
-    names = [queues.intake.name, queues.drone_events.name, queues.drone("D").name, queues.app("A").name]
+    names = [
+        queues.intake.name,
+        queues.drone_events.name,
+        queues.drone("D").name,
+        queues.app("A").name,
+    ]
     assert all(n.startswith("p.") for n in names)
     assert queues.drone("D").max_priority == 5 and queues.intake.max_priority == 5
     assert queues.app("A").message_ttl_s == 24 * 3600
