@@ -175,6 +175,7 @@ class DroneSession:
 
     async def _resume_after_pause(self) -> None:
         await asyncio.sleep(RESUME_RETRY_S)
+        self._resume_retry = None  # so that a failure below can schedule the next attempt
         await self._resume_if_free()
 
 

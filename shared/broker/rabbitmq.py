@@ -15,18 +15,22 @@ Consumers share a few channels. A gateway may hold 10,000 drone consumers and Ra
 2047 channels per connection, so one channel per consumer (aio-pika's examples) does not scale.
 basic.qos with global=False sets the prefetch of each consumer started afterwards on that
 channel, so channels are pooled by prefetch value and every consumer keeps its own prefetch.
+A pool grows to `channels_per_pool` channels before a channel takes a second consumer: aiormq
+holds a channel's lock from a basic.consume or basic.cancel until its reply, so consumers that
+start and stop often (drone sessions) would otherwise wait for each other's round trips.
 """
 
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -41,13 +45,20 @@ from shared.protocol import Queues, QueueSpec
 
 log = logging.getLogger(__name__)
 
+WATCH_INTERVAL_S = 2.0
+
 # TimeoutError is an OSError; ChannelInvalidStateError (a RuntimeError) means "channel closed".
+# While a robust connection is down, aio-pika raises a bare RuntimeError ("<Connection …>
+# closed") from channel(): it is the same outage and must reach callers as BrokerUnavailable,
+# or their retry loops die with it.
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (
     aio_pika.exceptions.AMQPError,
     aio_pika.exceptions.ChannelInvalidStateError,
     ConnectionError,
     OSError,
+    RuntimeError,
 )
+_PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 # An error a retry cannot fix: a queue redeclared with other arguments.
 _PERMANENT_ERRORS: tuple[type[Exception], ...] = (aio_pika.exceptions.ChannelPreconditionFailed,)
 
@@ -107,12 +118,15 @@ class _AmqpConsumer:
     def __init__(
         self,
         broker: "RabbitMQBroker",
+        spec: QueueSpec,
         slot: _ChannelSlot,
         queue: AbstractRobustQueue,
         handler: Handler,
         prefetch: int,
     ) -> None:
         self._broker = broker
+        self._queue_spec = spec
+        self._prefetch = prefetch
         self._slot = slot
         self._queue = queue
         self._handler = handler
@@ -121,6 +135,31 @@ class _AmqpConsumer:
         self._running = asyncio.Semaphore(prefetch)
         self.tag: str | None = None
         self.cancelled = False
+
+    async def is_attached(self) -> bool:
+        """Whether RabbitMQ is delivering to this consumer on an open channel right now."""
+        return await _consuming(self._slot.channel, self.tag)
+
+    async def reattach(self) -> None:
+        """Consume again on a healthy channel, forgetting the lost registration."""
+        old_slot, old_queue, old_tag = self._slot, self._queue, self.tag
+        with suppress(*_DRIVER_ERRORS, TimeoutError):
+            if old_tag is not None:
+                # Forgotten first, so a late aio-pika restore cannot bring back a duplicate.
+                async with asyncio.timeout(self._broker._timeout_s):
+                    await old_queue.cancel(old_tag)
+        old_slot.consumers -= 1
+        async with asyncio.timeout(self._broker._timeout_s):
+            slot, queue, tag = await self._broker._attach(
+                self._queue_spec, self.on_message, self._prefetch
+            )
+        if self.cancelled:  # cancelled meanwhile: undo
+            slot.consumers -= 1
+            with suppress(*_DRIVER_ERRORS):
+                await queue.cancel(tag)
+            return
+        self._slot, self._queue, self.tag = slot, queue, tag
+        log.warning("re-attached a lost consumer of %s", queue.name)
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         # aio-pika calls this in a task that is cancelled when the channel closes. The handler
@@ -170,6 +209,18 @@ class _AmqpConsumer:
             log.debug("cancelling consumer %s of %s: %r", self.tag, self._queue.name, e)
 
 
+async def _consuming(channel: AbstractRobustChannel, tag: str | None) -> bool:
+    """Whether `tag` is a live consumer on `channel` as the client sees it."""
+    if tag is None or channel.is_closed:
+        return False
+    try:
+        underlay = await channel.get_underlay_channel()
+    except _DRIVER_ERRORS:
+        return False
+    # aiormq's Channel keeps its live consumers by tag; the abstract type does not say so.
+    return tag in underlay.consumers  # type: ignore[attr-defined]
+
+
 async def _settle_quietly(message: AbstractIncomingMessage, *, requeue: bool | None) -> None:
     """Ack (requeue=None) or reject. If the channel is gone RabbitMQ requeues the message by
     itself, and the consumers are idempotent, so a failure here is only logged."""
@@ -186,16 +237,33 @@ class _TopicSubscription:
     def __init__(
         self,
         broker: "RabbitMQBroker",
+        topic: str,
         channel: AbstractRobustChannel,
         queue: AbstractRobustQueue,
         handler: TopicHandler,
     ) -> None:
         self._broker = broker
+        self._topic = topic
         self._channel = channel
         self._queue = queue
         self._handler = handler
         self.tag: str | None = None
         self.cancelled = False
+
+    async def is_attached(self) -> bool:
+        return await _consuming(self._channel, self.tag)
+
+    async def reattach(self) -> None:
+        """Listen again through a new queue: the exclusive one died with its connection."""
+        with suppress(*_DRIVER_ERRORS, TimeoutError):
+            async with asyncio.timeout(self._broker._timeout_s):
+                if self.tag is not None:
+                    await self._queue.cancel(self.tag)
+                await self._channel.queue_delete(self._queue.name)
+        async with asyncio.timeout(self._broker._timeout_s):
+            channel, queue, tag = await self._broker._listen(self._topic, self.on_message)
+        self._channel, self._queue, self.tag = channel, queue, tag
+        log.warning("re-attached a lost listener of %s", self._topic)
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         if not self.cancelled:
@@ -235,6 +303,7 @@ class RabbitMQBroker:
         timeout_s: float = 10.0,
         reconnect_interval_s: float = 2.0,
         consumers_per_channel: int = 500,
+        channels_per_pool: int = 16,
         shutdown_timeout_s: float = 5.0,
     ) -> None:
         self._url = url
@@ -243,6 +312,7 @@ class RabbitMQBroker:
         self._timeout_s = timeout_s
         self._reconnect_interval_s = reconnect_interval_s
         self._consumers_per_channel = consumers_per_channel
+        self._channels_per_pool = channels_per_pool
         self._shutdown_timeout_s = shutdown_timeout_s
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
@@ -254,6 +324,7 @@ class RabbitMQBroker:
         self._consumers: set[_AmqpConsumer] = set()
         self._topic_subscriptions: set[_TopicSubscription] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -276,6 +347,7 @@ class RabbitMQBroker:
                 raise
         # After a reconnect the node may be a fresh one: declare queues again on first use.
         self._connection.reconnect_callbacks.add(self._forget_declarations)
+        self._watchdog = asyncio.create_task(self._watch_consumers())
         return self
 
     async def __aexit__(
@@ -285,6 +357,9 @@ class RabbitMQBroker:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._shutdown_timeout_s
         # Stop deliveries first, let running handlers settle, then close: closing a channel
@@ -342,25 +417,42 @@ class RabbitMQBroker:
         self._require_publisher()
         with _translated_errors():
             async with asyncio.timeout(self._timeout_s):
-                slot = await self._reserve_slot(prefetch)
-                try:
-                    amqp_queue = slot.queues.get(queue.name)
-                    if amqp_queue is None:
-                        # Declared on the consumer's own channel (robust=True), so that this
-                        # channel redeclares the queue before it restarts the consumer.
-                        declared = await slot.channel.declare_queue(
-                            queue.name, durable=True, arguments=self._arguments(queue)
-                        )
-                        amqp_queue = slot.queues.setdefault(queue.name, declared)
-                    consumer = _AmqpConsumer(self, slot, amqp_queue, handler, prefetch)
-                    # Manual acks: priority order only holds with manual acks and a small
-                    # prefetch, and a message must survive a consumer that dies mid-way.
-                    consumer.tag = await amqp_queue.consume(consumer.on_message, no_ack=False)
-                except BaseException:
-                    slot.consumers -= 1
-                    raise
+                # The callback must exist before the consumer does: route it through a cell.
+                target: list[_AmqpConsumer] = []
+
+                async def deliver(message: AbstractIncomingMessage) -> None:
+                    await target[0].on_message(message)
+
+                slot, amqp_queue, tag = await self._attach(queue, deliver, prefetch)
+        consumer = _AmqpConsumer(self, queue, slot, amqp_queue, handler, prefetch)
+        consumer.tag = tag
+        target.append(consumer)
         self._consumers.add(consumer)
         return consumer
+
+    async def _attach(
+        self,
+        spec: QueueSpec,
+        callback: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        prefetch: int,
+    ) -> tuple[_ChannelSlot, AbstractRobustQueue, str]:
+        slot = await self._reserve_slot(prefetch)
+        try:
+            amqp_queue = slot.queues.get(spec.name)
+            if amqp_queue is None:
+                # Declared on the consumer's own channel (robust=True), so that this channel
+                # redeclares the queue before it restarts the consumer.
+                declared = await slot.channel.declare_queue(
+                    spec.name, durable=True, arguments=self._arguments(spec)
+                )
+                amqp_queue = slot.queues.setdefault(spec.name, declared)
+            # Manual acks: priority order only holds with manual acks and a small prefetch,
+            # and a message must survive a consumer that dies mid-way.
+            tag = await amqp_queue.consume(callback, no_ack=False)
+        except BaseException:
+            slot.consumers -= 1
+            raise
+        return slot, amqp_queue, tag
 
     async def broadcast(self, topic: str, body: bytes) -> None:
         channel = self._require_publisher()
@@ -378,19 +470,32 @@ class RabbitMQBroker:
         self._require_publisher()
         with _translated_errors():
             async with asyncio.timeout(self._timeout_s):
-                channel = await self._get_topic_channel()
-                exchange = await self._declare_topic(channel, topic, robust=True)
-                # Named by us, not by the server: the robust channel redeclares it under the
-                # same name after a reconnect (exclusive queues die with their connection).
-                queue = await channel.declare_queue(
-                    f"{topic}.listener.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
-                )
-                await queue.bind(exchange, routing_key="")
-                subscription = _TopicSubscription(self, channel, queue, handler)
-                # no_ack: broadcasts are fire-and-forget; a lost one is not redelivered anyway.
-                subscription.tag = await queue.consume(subscription.on_message, no_ack=True)
+                target: list[_TopicSubscription] = []
+
+                async def deliver(message: AbstractIncomingMessage) -> None:
+                    await target[0].on_message(message)
+
+                channel, queue, tag = await self._listen(topic, deliver)
+        subscription = _TopicSubscription(self, topic, channel, queue, handler)
+        subscription.tag = tag
+        target.append(subscription)
         self._topic_subscriptions.add(subscription)
         return subscription
+
+    async def _listen(
+        self, topic: str, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
+    ) -> tuple[AbstractRobustChannel, AbstractRobustQueue, str]:
+        channel = await self._get_topic_channel()
+        exchange = await self._declare_topic(channel, topic, robust=True)
+        # Named by us, not by the server: the robust channel redeclares it under the same name
+        # after a reconnect (exclusive queues die with their connection).
+        queue = await channel.declare_queue(
+            f"{topic}.listener.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+        )
+        await queue.bind(exchange, routing_key="")
+        # no_ack: broadcasts are fire-and-forget; a lost one is not redelivered anyway.
+        tag = await queue.consume(callback, no_ack=True)
+        return channel, queue, tag
 
     async def queue_depth(self, queue: QueueSpec) -> int:
         channel = self._require_publisher()
@@ -417,6 +522,49 @@ class RabbitMQBroker:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _watch_consumers(self) -> None:
+        """aio-pika's robust channels restore consumers after a reconnect, but a channel whose
+        close handler runs while the connection is going down can stay closed for good, and
+        its consumers with it (seen when RabbitMQ restarts under load). So every
+        WATCH_INTERVAL_S, once the connection is up, re-attach any consumer or listener that
+        is found detached twice in a row (once may be a restore still in progress), and
+        replace a dead publisher channel."""
+        suspects: set[object] = set()
+        while not self._closed:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            connection = self._connection
+            if connection is None or connection.is_closed or connection.reconnecting:
+                suspects.clear()
+                continue
+            try:
+                await self._repair(suspects)
+            except (*_DRIVER_ERRORS, TimeoutError) as e:  # type: ignore[misc]
+                log.info("consumer repair deferred: %r", e)
+
+    async def _repair(self, suspects: set[object]) -> None:
+        watched: list[_AmqpConsumer | _TopicSubscription] = [
+            *self._consumers,
+            *self._topic_subscriptions,
+        ]
+        for item in watched:
+            if item.cancelled or await item.is_attached():
+                suspects.discard(item)
+            elif item in suspects:
+                suspects.discard(item)
+                await item.reattach()
+            else:
+                suspects.add(item)
+        if self._publisher is not None and self._publisher.is_closed:
+            if self in suspects:
+                suspects.discard(self)
+                assert self._connection is not None
+                self._publisher = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                log.warning("replaced a dead publisher channel")
+            else:
+                suspects.add(self)
 
     def _forget_declarations(self, *_: object) -> None:
         self._declared.clear()
@@ -476,14 +624,20 @@ class RabbitMQBroker:
     ) -> None:
         await self._ensure_declared(channel, spec)
         await self._wait_ready(channel)
-        message = aio_pika.Message(
-            body,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        properties = aiormq.spec.Basic.Properties(
+            delivery_mode=_PERSISTENT,
             # AMQP priority is an octet; RabbitMQ treats one above x-max-priority as the max.
             priority=None if spec.max_priority is None else min(max(priority, 0), 255),
         )
+        underlay = await channel.get_underlay_channel()
         try:
-            await channel.default_exchange.publish(message, routing_key=spec.name, mandatory=True)
+            # What Exchange.publish does, minus an aio_pika.Message per publish, and with
+            # wait=False: the default waits, holding the channel's lock, until the writer task
+            # has written the frame, so concurrent publishes went out one per loop iteration.
+            # The confirm is still awaited, and the writer queue is bounded (backpressure).
+            await underlay.basic_publish(
+                body, routing_key=spec.name, properties=properties, mandatory=True, wait=False
+            )
         except aio_pika.exceptions.PublishError:
             # Returned as unroutable: the queue is gone (deleted, or a fresh node).
             self._declared.discard(spec.name)
@@ -500,16 +654,26 @@ class RabbitMQBroker:
 
     async def _get_topic_channel(self) -> AbstractRobustChannel:
         async with self._pool_lock:
-            if self._topic_channel is None:
+            if self._topic_channel is None or self._topic_channel.is_closed:
                 assert self._connection is not None
                 self._topic_channel = await self._connection.channel(publisher_confirms=False)
             return self._topic_channel
 
     async def _reserve_slot(self, prefetch: int) -> _ChannelSlot:
         async with self._pool_lock:
-            slots = self._pools.setdefault(prefetch, [])
-            for slot in slots:
-                if slot.consumers < self._consumers_per_channel:
+            # A channel that stayed closed after a reconnect is dead: use it no more.
+            slots = self._pools[prefetch] = [
+                s
+                for s in self._pools.get(prefetch, [])
+                if s.consumers > 0 or not s.channel.is_closed
+            ]
+            live = [s for s in slots if not s.channel.is_closed]
+            if live:
+                slot = min(live, key=lambda s: s.consumers)
+                if slot.consumers == 0 or (
+                    len(slots) >= self._channels_per_pool
+                    and slot.consumers < self._consumers_per_channel
+                ):
                     slot.consumers += 1
                     return slot
             assert self._connection is not None
