@@ -22,8 +22,6 @@ differs from the one that ended the task. Inserting the result first instead wou
 after a crash or a lost race with `cancel`, a stored result for a task it did not end.
 """
 
-import base64
-import binascii
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -56,6 +54,7 @@ from shared.clock import format_timestamp, now_iso, parse_timestamp
 from shared.errors import ConfigurationError, StoreError, StoreUnavailable, TaskNotFound
 from shared.models import ErrorCode, NewTask, ResultRecord, TaskRecord
 from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome, TaskPage
+from shared.store.cursor import decode_cursor, encode_cursor
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -671,20 +670,3 @@ def _task(document: Document) -> TaskRecord:
 
 def _result(document: Document) -> ResultRecord:
     return ResultRecord.model_validate({**document, "result_id": str(document["_id"])})
-
-
-# The same opaque cursor as the SQLite store.
-def encode_cursor(updated_at: str, task_id: str) -> str:
-    return base64.urlsafe_b64encode(f"v1|{updated_at}|{task_id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        version, updated_at, task_id = (
-            base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 2)
-        )
-    except (ValueError, binascii.Error, UnicodeError):
-        raise ValueError(f"invalid cursor: {cursor!r}") from None
-    if version != "v1" or len(updated_at) != 24 or not task_id:
-        raise ValueError(f"invalid cursor: {cursor!r}")
-    return updated_at, task_id
