@@ -1,6 +1,7 @@
 """create_app(settings, broker, store): the gateway as an ASGI app. Adapters come from the
 caller, already entered, so the same app serves embedded and distributed deployments."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,10 +33,21 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
             message = ControlMessage.model_validate_json(body)
             await registry.on_control(message.kind, message.task_id, message.drone_id)
 
+        async def reconcile_forever() -> None:
+            while True:
+                await asyncio.sleep(settings.sweep_interval_s)
+                try:
+                    await registry.reconcile_held()
+                except TRANSIENT_ERRORS as exc:
+                    log.warning("held-task check skipped: %s", exc)
+
         control = await broker.subscribe(settings.queues.control, on_control)
+        reconciler = asyncio.create_task(reconcile_forever())
         try:
             yield
         finally:
+            reconciler.cancel()
+            await asyncio.gather(reconciler, return_exceptions=True)
             await control.cancel()
             await registry.notified.flush()
 

@@ -7,13 +7,14 @@ works (RabbitMQ's consumer_timeout would otherwise close the channel on long tas
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from starlette.websockets import WebSocket
 
 from shared.announce import after_release
 from shared.broker import Broker, Delivery, Subscription
-from shared.clock import now_iso
+from shared.clock import now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
 from shared.metrics import (
     APPS_CONNECTED,
@@ -308,6 +309,40 @@ class Registry:
             if not hub.sockets:
                 del self.apps[app_id]
                 await hub.stop()
+
+    async def reconcile_held(self) -> int:
+        """Free the slots of held tasks the store says a drone no longer holds.
+
+        The control broadcast that tells this gateway a held task timed out or was cancelled is
+        fire-and-forget: one sent while the broker restarts is lost, and the drone's slot would
+        stay taken. So a held task past its in-progress deadline is checked against the store,
+        and dropped if it was released, redelivered or ended meanwhile. Returns how many."""
+        now = datetime.now(UTC)
+        dropped = 0
+        for session in list(self.drones.values()):
+            for held in list(session.held.values()):
+                if held.delivered_at is None or held.timeout_s is None:
+                    continue
+                deadline = parse_timestamp(held.delivered_at) + timedelta(seconds=held.timeout_s)
+                if deadline > now:
+                    continue
+                current = await self._store.get_task(held.task_id)
+                still_held = (
+                    current is not None
+                    and not current.is_terminal
+                    and current.delivery == "delivered"
+                    and current.delivered_at == held.delivered_at
+                )
+                if still_held:
+                    continue  # the dispatcher's sweep times it out; its broadcast frees the slot
+                reason = (
+                    "cancelled"
+                    if current is not None and current.status == "cancelled"
+                    else "timeout"
+                )
+                await session.drop(held.task_id, reason)
+                dropped += 1
+        return dropped
 
     async def on_control(self, kind: str, task_id: str, drone_id: str) -> None:
         session = self.drones.get(drone_id)

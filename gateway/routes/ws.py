@@ -185,6 +185,7 @@ async def _serve_frames(
 async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDep) -> None:
     if not await _open(websocket, app_id, "application"):
         return
+
     async def handle(frame: dict[str, Any]) -> str | None:
         kind = frame["type"]
         if kind == PING:
@@ -257,6 +258,7 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
     session = DroneSession(
         drone_id, websocket, capacity, state.broker, state.store, state.settings.queues
     )
+
     async def handle(frame: dict[str, Any]) -> str | None:
         kind = frame["type"]
         if kind == PING:
