@@ -7,6 +7,7 @@ import logging
 from shared.announce import (
     after_release,
     enqueue,
+    notify_result,
     notify_status,
 )
 from shared.broker import Broker, Delivery
@@ -98,6 +99,7 @@ class Dispatcher:
                 await enqueue(self.broker, self.queues, task)
                 acted += 1
         acted += await self.age()
+        acted += await self.renotify()
         for task in await self.store.expire(now, SWEEP_BATCH):
             await notify_status(self.broker, self.queues, task)
             acted += 1
@@ -111,6 +113,32 @@ class Dispatcher:
             await after_release(self.broker, self.queues, released, "timeout")
             acted += 1
         return acted
+
+    async def renotify(self) -> int:
+        """Re-send final states that were stored but whose notification was lost: a publish that
+        failed after the store write (the broker was down while a task was cancelled or failed
+        in a sweep). A final still unsent after renotify_after_s whose application's queue is
+        empty was lost; one waiting in a full queue (app offline) is left alone."""
+        stale = iso_before(self.settings.renotify_after_s)
+        depth_by_app: dict[str, int] = {}
+        sent = 0
+        for task, result in await self.store.unnotified(SWEEP_BATCH):
+            if task.finished_at is None or task.finished_at > stale:
+                continue
+            if task.app_id not in depth_by_app:
+                depth_by_app[task.app_id] = await self.broker.queue_depth(
+                    self.queues.app(task.app_id)
+                )
+            if depth_by_app[task.app_id] > 0:
+                continue
+            if result is not None:
+                await notify_result(self.broker, self.queues, task, result)
+            else:
+                await notify_status(self.broker, self.queues, task)
+            sent += 1
+        if sent:
+            log.info("re-sent %d final states that no application was sent", sent)
+        return sent
 
     async def recover(self) -> int:
         """The broker lost its queues with the last process: route every waiting task again."""
