@@ -43,7 +43,7 @@ class SimDrone:
     answered: set[str] = field(default_factory=set)
     max_held: int = 0
     connections: int = 0
-    over_capacity: list[tuple[str, int]] = field(default_factory=list)
+    over_capacity: list[tuple[str, list[str]]] = field(default_factory=list)
     cancelled: set[str] = field(default_factory=set)
     silent: set[str] = field(default_factory=set)
     """Tasks this drone never answers (to force timeouts)."""
@@ -92,7 +92,7 @@ class SimDrone:
                     held.add(task_id)
                     self.max_held = max(self.max_held, len(held))
                     if len(held) > self.capacity:
-                        self.over_capacity.append((task_id, len(held)))
+                        self.over_capacity.append((task_id, sorted(held)))
                     hints = frame["task_data"]["input_data"]
                     if task_id in self.silent or hints.get("silent"):
                         continue

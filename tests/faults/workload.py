@@ -146,7 +146,9 @@ async def check_invariants(
     deliveries: Counter[str] = Counter()
     for drone in workload.drones:
         deliveries.update(drone.deliveries)
-        assert drone.over_capacity == [], f"{drone.drone_id} held more than {drone.capacity}"
+        assert drone.over_capacity == [], (
+            f"{drone.drone_id} held more than {drone.capacity}: {drone.over_capacity}"
+        )
     report.redeliveries = sum(n - 1 for n in deliveries.values())
     assert max(deliveries.values(), default=0) <= max_attempts
     assert all(app.foreign == [] for app in workload.apps), "an app saw another app's traffic"
