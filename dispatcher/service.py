@@ -104,7 +104,9 @@ class Dispatcher:
             await notify_status(self.broker, self.queues, task)
             acted += 1
         for task in await self.store.overdue(now, SWEEP_BATCH):
-            released = await self.store.release(task.task_id, task.drone_id, reason="timeout")
+            released = await self.store.release(
+                task.task_id, task.drone_id, reason="timeout", attempt=task.attempts
+            )
             if released is None:
                 continue
             TASKS_RELEASED.labels(reason="timeout").inc()

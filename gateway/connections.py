@@ -86,9 +86,9 @@ class DroneSession:
             self._resume_retry.cancel()
         async with self._flow:
             await self._pause()
-        held, self.held = list(self.held), {}
-        for task_id in held:
-            await self._hand_back(task_id)
+        held, self.held = list(self.held.values()), {}
+        for task in held:
+            await self._hand_back(task)
 
     def _free_slots(self) -> int:
         return self.capacity - len(self.held) - self._claiming
@@ -119,17 +119,20 @@ class DroneSession:
             return
         if self.closed:
             if self.held.pop(task.task_id, None) is not None:  # close() did not hand it back
-                await self._hand_back(task.task_id)
+                await self._hand_back(task)
             return
         if await self._send(drone_task_frame(task, now_iso()).decode()):
             TASKS_DELIVERED.inc()
         else:
             self.held.pop(task.task_id, None)
-            await self._hand_back(task.task_id)
+            await self._hand_back(task)
 
-    async def _hand_back(self, task_id: str) -> None:
+    async def _hand_back(self, task: TaskRecord) -> None:
+        task_id = task.task_id
         try:
-            released = await self._store.release(task_id, self.drone_id)
+            # Fenced to this delivery: the drone may already hold it again through a newer
+            # session (on this gateway or another), which must keep it.
+            released = await self._store.release(task_id, self.drone_id, attempt=task.attempts)
             if released is not None:
                 TASKS_RELEASED.labels(reason="disconnect").inc()
                 await after_release(self._broker, self._queues, released, "disconnect")
@@ -331,7 +334,7 @@ class Registry:
                     current is not None
                     and not current.is_terminal
                     and current.delivery == "delivered"
-                    and current.delivered_at == held.delivered_at
+                    and current.attempts == held.attempts
                 )
                 if still_held:
                     continue  # the dispatcher's sweep times it out; its broadcast frees the slot

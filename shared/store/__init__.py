@@ -122,9 +122,16 @@ class TaskStore(Protocol):
         ...
 
     async def release(
-        self, task_id: str, drone_id: str, *, reason: ErrorCode | None = None
+        self,
+        task_id: str,
+        drone_id: str,
+        *,
+        reason: ErrorCode | None = None,
+        attempt: int | None = None,
     ) -> TaskRecord | None:
-        """A drone no longer holds the task (it disconnected, or the task timed out). If it was
+        """A drone no longer holds the task (it disconnected, or the task timed out). `attempt`
+        fences the release to one delivery (the task's `attempts` when it was claimed): a
+        stale session must not release the task after it was delivered again. If it was
         delivered to this drone and is not terminal: back to queued with dispatched_at unset,
         or, when attempts ≥ max_attempts, to failed with error_code `max_attempts`. Returns
         the updated task, or None when nothing changed."""

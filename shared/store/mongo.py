@@ -415,12 +415,17 @@ class MongoTaskStore:
 
     @_translated
     async def release(
-        self, task_id: str, drone_id: str, *, reason: ErrorCode | None = None
+        self,
+        task_id: str,
+        drone_id: str,
+        *,
+        reason: ErrorCode | None = None,
+        attempt: int | None = None,
     ) -> TaskRecord | None:
-        return await self._release(task_id, drone_id, reason)
+        return await self._release(task_id, drone_id, reason, attempt)
 
     async def _release(
-        self, task_id: str, drone_id: str, reason: ErrorCode | None
+        self, task_id: str, drone_id: str, reason: ErrorCode | None, attempt: int | None = None
     ) -> TaskRecord | None:
         now = {"$literal": now_iso()}
         give_up = {"$gte": ["$attempts", "$max_attempts"]}
@@ -433,8 +438,16 @@ class MongoTaskStore:
             ]
         }
         # A $set stage computes every field from the document as it was before the stage.
+        held: dict[str, object] = {
+            "task_id": task_id,
+            "drone_id": drone_id,
+            "delivery": "delivered",
+            "status": LIVE,
+        }
+        if attempt is not None:
+            held["attempts"] = attempt
         return await self._transition(
-            {"task_id": task_id, "drone_id": drone_id, "delivery": "delivered", "status": LIVE},
+            held,
             [
                 {
                     "$set": {

@@ -191,7 +191,7 @@ _RELEASE_SET: Final = (
 )
 _RELEASE: Final = (
     f"{_RELEASE_SET} WHERE task_id = ?3 AND drone_id = ?4 AND delivery = 'delivered'"
-    f" AND {_LIVE} RETURNING {_TASK_RETURNING}"
+    f" AND {_LIVE} AND (?5 IS NULL OR attempts = ?5) RETURNING {_TASK_RETURNING}"
 )
 _RELEASE_DRONE: Final = (
     f"{_RELEASE_SET} WHERE drone_id = ?3 AND delivery = 'delivered' AND {_LIVE}"
@@ -371,9 +371,14 @@ class SQLiteTaskStore:
         return await self._submit(True, _claim, task_id, drone_id)
 
     async def release(
-        self, task_id: str, drone_id: str, *, reason: ErrorCode | None = None
+        self,
+        task_id: str,
+        drone_id: str,
+        *,
+        reason: ErrorCode | None = None,
+        attempt: int | None = None,
     ) -> TaskRecord | None:
-        return await self._submit(True, _release, task_id, drone_id, reason)
+        return await self._submit(True, _release, task_id, drone_id, reason, attempt)
 
     async def release_drone(self, drone_id: str) -> list[TaskRecord]:
         return await self._submit(True, _release_drone, drone_id)
@@ -742,8 +747,9 @@ def _release(
     task_id: str,
     drone_id: str,
     reason: ErrorCode | None,
+    attempt: int | None,
 ) -> TaskRecord | None:
-    return _one_task(connection.execute(_RELEASE, (now, reason, task_id, drone_id)))
+    return _one_task(connection.execute(_RELEASE, (now, reason, task_id, drone_id, attempt)))
 
 
 def _release_drone(connection: sqlite3.Connection, now: str, drone_id: str) -> list[TaskRecord]:

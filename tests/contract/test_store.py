@@ -466,6 +466,23 @@ async def test_release_changes_nothing_unless_delivered_to_that_drone(store: Tas
     assert await store.get_task(delivered.task_id) == delivered
 
 
+async def test_release_is_fenced_to_one_delivery(store: TaskStore) -> None:
+    first = await claimed(store, max_attempts=5)
+    assert await store.release(first.task_id, DRONE, attempt=first.attempts) is not None
+    second = await store.claim(first.task_id, DRONE)
+    assert second is not None
+    assert second.attempts == first.attempts + 1
+
+    # A stale session handing back its (first) delivery must not take the second from the drone
+    assert await store.release(first.task_id, DRONE, attempt=first.attempts) is None
+    still = await store.get_task(first.task_id)
+    assert still is not None
+    assert still.delivery == "delivered"
+    released = await store.release(first.task_id, DRONE, attempt=second.attempts)
+    assert released is not None
+    assert released.delivery == "queued"
+
+
 async def test_release_drone_releases_every_task_it_held(store: TaskStore) -> None:
     held = [await claimed(store) for _ in range(3)]
     last_try = await claimed(store, max_attempts=1)
