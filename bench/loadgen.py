@@ -2,10 +2,11 @@
 protocol, closed loop; prints tasks/s, round-trip latency percentiles, server CPU and peak RSS.
 
     python bench/loadgen.py [--apps 4] [--drones 16] [--capacity 4] [--tasks 20000]
-                            [--inflight 200] [--repeat 3] [--url http://host:port]
+                            [--inflight 200] [--repeat 3] [--url http://host:port ...]
 
 Without --url it starts `droneflow serve` on a free port with a fresh data directory and stops
-it with SIGTERM at the end. The exit status is 1 when a task was lost or the server misbehaved.
+it with SIGTERM at the end. With several --url (gateways of one deployment), application i and
+drone i connect to url i mod n. The exit status is 1 when a task was lost or the server misbehaved.
 See bench/README.md for how to read the figures.
 """
 
@@ -72,10 +73,14 @@ def memory_mib(pid: int, key: str) -> float:
 
 @dataclass
 class Target:
-    url: str  # http://host:port
+    urls: list[str]  # http://host:port of each gateway; clients are dealt round-robin
     pids: list[int]  # local server processes to measure; empty when unknown
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
 
 
 def _free_port() -> int:
@@ -96,14 +101,15 @@ def _healthy(url: str) -> bool:
 
 def wait_healthy(target: Target, timeout_s: float) -> None:
     deadline = now() + timeout_s
-    while not _healthy(target.url):
-        if target.process is not None and target.process.poll() is not None:
-            raise SystemExit(
-                f"server exited with {target.process.returncode}:\n{_log_tail(target)}"
-            )
-        if now() > deadline:
-            raise SystemExit(f"{target.url}/healthz not 200 after {timeout_s:.0f} s")
-        time.sleep(0.05)
+    for url in target.urls:
+        while not _healthy(url):
+            if target.process is not None and target.process.poll() is not None:
+                raise SystemExit(
+                    f"server exited with {target.process.returncode}:\n{_log_tail(target)}"
+                )
+            if now() > deadline:
+                raise SystemExit(f"{url}/healthz not 200 after {timeout_s:.0f} s")
+            time.sleep(0.05)
 
 
 def _server_command() -> list[str]:
@@ -131,7 +137,7 @@ def started_server(args: argparse.Namespace) -> Iterator[Target]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    target = Target(f"http://127.0.0.1:{port}", [process.pid], process, log_path)
+    target = Target([f"http://127.0.0.1:{port}"], [process.pid], process, log_path)
     try:
         yield target
     finally:
@@ -179,7 +185,7 @@ def log_problems(target: Target) -> list[str]:
 class FleetSpec:
     """What one generator process runs. Picklable: it crosses to child processes."""
 
-    ws_url: str
+    ws_urls: list[str]  # app i and drone i connect to ws_urls[i % len(ws_urls)]
     app_ids: list[str]
     drone_ids: list[str]  # the drones this process simulates
     target_drone_ids: list[str]  # every drone, the apps spread their tasks over them
@@ -384,15 +390,22 @@ class Fleet:
         self.apps: list[Application] = []
         self.drones: list[Drone] = []
 
+    def _ws_url(self, client_id: str, kind: str) -> str:
+        urls = self.spec.ws_urls  # ids end in their index
+        return urls[int(client_id.rsplit(kind, 1)[1]) % len(urls)]
+
     async def open(self) -> None:
         spec = self.spec
         drone_query = f"?capacity={spec.capacity}"
         drone_ws = await asyncio.gather(
-            *(open_socket(f"{spec.ws_url}/ws/drone/{d}{drone_query}") for d in spec.drone_ids)
+            *(
+                open_socket(f"{self._ws_url(d, 'drone')}/ws/drone/{d}{drone_query}")
+                for d in spec.drone_ids
+            )
         )
         self.drones = [Drone(ws, d) for ws, d in zip(drone_ws, spec.drone_ids, strict=True)]
         app_ws = await asyncio.gather(
-            *(open_socket(f"{spec.ws_url}/ws/application/{a}") for a in spec.app_ids)
+            *(open_socket(f"{self._ws_url(a, 'app')}/ws/application/{a}") for a in spec.app_ids)
         )
         # App i starts its round-robin over the drones at drone i (ids end in their index).
         offsets = [int(a.rsplit("app", 1)[1]) for a in spec.app_ids]
@@ -643,10 +656,10 @@ def fleet_specs(args: argparse.Namespace, target: Target) -> list[FleetSpec]:
     tag = secrets.token_hex(3)  # fresh ids: nothing a previous run left queued reaches us
     app_ids = [f"bench{tag}app{i}" for i in range(args.apps)]
     drone_ids = [f"bench{tag}drone{i}" for i in range(args.drones)]
-    ws_url = "ws" + target.url.removeprefix("http")
+    ws_urls = ["ws" + url.removeprefix("http") for url in target.urls]
     return [
         FleetSpec(
-            ws_url=ws_url,
+            ws_urls=ws_urls,
             app_ids=app_ids[k :: args.processes],
             drone_ids=drone_ids[k :: args.processes],
             target_drone_ids=drone_ids,
@@ -723,7 +736,12 @@ def summarize(runs: list[Run]) -> bool:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add("--url", help="an already running server (http://host:port) instead of starting one")
+    add(
+        "--url",
+        action="append",
+        help="an already running server (http://host:port) instead of starting one; may repeat"
+        " (gateways of one deployment: app i and drone i use url i mod n)",
+    )
     add("--broker-url", help="DRONEFLOW_BROKER_URL for the started server")
     add("--store-url", help="DRONEFLOW_STORE_URL for the started server")
     add(
@@ -789,13 +807,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.ExitStack() as stack:
         if args.url:
-            target = Target(args.url.rstrip("/"), args.server_pid)
+            target = Target([url.rstrip("/") for url in args.url], args.server_pid)
         else:
             target = stack.enter_context(started_server(args))
         wait_healthy(target, args.startup_timeout_s)
         mode = f"started, pid {target.pids[0]}" if target.process else "external"
         print(
-            f"droneflow loadgen → {target.url} ({mode}) | apps {args.apps} drones {args.drones}"
+            f"droneflow loadgen → {', '.join(target.urls)} ({mode})"
+            f" | apps {args.apps} drones {args.drones}"
             f" capacity {args.capacity} inflight/app {args.inflight} | {args.tasks} tasks x"
             f" {args.repeat} after {args.warmup} warm-up | priority {args.priority or '1-5'}"
             f" | {args.processes} generator process(es)"

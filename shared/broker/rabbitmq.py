@@ -9,7 +9,8 @@ Topology, declared on first use from each QueueSpec:
 
 One robust connection (`connect_robust`) carries everything. It reconnects by itself, and its
 robust channels redeclare their queues, exchanges and bindings and restart their consumers, so
-consumers and topic subscriptions resume after RabbitMQ comes back.
+consumers and topic subscriptions resume after RabbitMQ comes back. Its socket writes are
+coalesced over `write_window_s` (see coalescing_writer.py).
 
 Consumers share a few channels. A gateway may hold 10,000 drone consumers and RabbitMQ allows
 2047 channels per connection, so one channel per consumer (aio-pika's examples) does not scale.
@@ -27,7 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import aio_pika
 import aiormq
@@ -38,8 +39,10 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
+from yarl import URL
 
 from shared.broker import TRANSIENT_RETRY_DELAY_S, Handler, Outgoing, TopicHandler
+from shared.broker.coalescing_writer import CoalescingWriter
 from shared.errors import TRANSIENT_ERRORS, BrokerError, BrokerUnavailable
 from shared.protocol import Queues, QueueSpec
 
@@ -290,6 +293,38 @@ class _TopicSubscription:
             log.debug("cancelling topic queue %s: %r", self._queue.name, e)
 
 
+class _CoalescingTransportFactory(aiormq.connection.TransportFactory):
+    def __init__(self, window_s: float, busy: Callable[[], bool]) -> None:
+        self._window_s = window_s
+        self._busy = busy
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # What aiormq picks when given no factory, with the writer wrapped.
+        inner: aiormq.connection.TransportFactory = (
+            aiormq.connection.TLSTransportFactory()
+            if url.scheme == "amqps"
+            else aiormq.connection.TCPTransportFactory()
+        )
+        reader, writer = await inner.create(url, **kwargs)
+        coalescing = CoalescingWriter(writer, self._window_s, self._busy)
+        return reader, cast(asyncio.StreamWriter, coalescing)
+
+
+class _RobustConnection(aio_pika.RobustConnection):
+    """connect_robust's connection, with its socket writes coalesced."""
+
+    def __init__(
+        self, url: URL, *, write_window_s: float, busy: Callable[[], bool], **kwargs: Any
+    ) -> None:
+        super().__init__(url, **kwargs)
+        if write_window_s > 0:
+            # aio-pika hands self.kwargs to aiormq.connect on every (re)connect. A transport
+            # factory is not one of its URL parameters, so connect_robust cannot pass it.
+            self.kwargs["transport_factory"] = _CoalescingTransportFactory(write_window_s, busy)
+
+
 class RabbitMQBroker:
     """Durable queues on RabbitMQ. `timeout_s` bounds every wait on RabbitMQ (a publish and
     its confirm, a declaration, a cancel), including a wait for the connection to come back;
@@ -305,6 +340,7 @@ class RabbitMQBroker:
         consumers_per_channel: int = 500,
         channels_per_pool: int = 16,
         shutdown_timeout_s: float = 5.0,
+        write_window_s: float = 0.002,
     ) -> None:
         self._url = url
         self._queues = queues
@@ -314,6 +350,7 @@ class RabbitMQBroker:
         self._consumers_per_channel = consumers_per_channel
         self._channels_per_pool = channels_per_pool
         self._shutdown_timeout_s = shutdown_timeout_s
+        self._write_window_s = write_window_s
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._topic_channel: AbstractRobustChannel | None = None
@@ -325,16 +362,22 @@ class RabbitMQBroker:
         self._topic_subscriptions: set[_TopicSubscription] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self._publishing = 0  # publishes awaiting their confirm
         self._closed = False
 
     async def __aenter__(self) -> Self:
         with _translated_errors():
-            self._connection = await aio_pika.connect_robust(
-                self._url,
-                timeout=self._timeout_s,
+            # What aio_pika.connect_robust does, with our connection class.
+            connection = _RobustConnection(
+                aio_pika.connection.make_url(self._url),
                 reconnect_interval=self._reconnect_interval_s,
                 client_properties={"connection_name": f"droneflow {self._queues.prefix}"},
+                write_window_s=self._write_window_s,
+                # With confirms outstanding RabbitMQ is working for us: later frames may wait.
+                busy=lambda: self._publishing > 1,
             )
+            await connection.connect(timeout=self._timeout_s)
+            self._connection = connection
             try:
                 # Publisher confirms: `publish` returns only once RabbitMQ has taken the
                 # message. on_return_raises: a mandatory message no queue took is an error.
@@ -629,7 +672,9 @@ class RabbitMQBroker:
             # AMQP priority is an octet; RabbitMQ treats one above x-max-priority as the max.
             priority=None if spec.max_priority is None else min(max(priority, 0), 255),
         )
-        underlay = await channel.get_underlay_channel()
+        # The concrete aiormq Channel: its basic_publish takes `wait`, the abstract one does not.
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+        self._publishing += 1
         try:
             # What Exchange.publish does, minus an aio_pika.Message per publish, and with
             # wait=False: the default waits, holding the channel's lock, until the writer task
@@ -642,6 +687,8 @@ class RabbitMQBroker:
             # Returned as unroutable: the queue is gone (deleted, or a fresh node).
             self._declared.discard(spec.name)
             raise
+        finally:
+            self._publishing -= 1
 
     async def _declare_topic(
         self, channel: AbstractRobustChannel, topic: str, *, robust: bool

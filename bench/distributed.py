@@ -1,0 +1,401 @@
+"""Benchmark of the distributed deployment: its services as processes, driven by loadgen.
+
+Separate gateway, dispatcher and result-writer processes on a fresh RabbitMQ vhost and one
+shared SQLite file, driven by bench/loadgen.py; prints loadgen's figures and the CPU of every
+service (and of RabbitMQ) per measured run.
+
+    python bench/distributed.py [--gateways 1] [--dispatchers 1] [--writers 1]
+                                [--env DRONEFLOW_X=y ...] [--profile DIR] [loadgen options ...]
+
+Needs a local RabbitMQ and `rabbitmqctl` (run as root): the vhost is created with add_vhost and
+set_permissions for the AMQP user, and deleted at the end. Options it does not know go to
+loadgen (`--tasks`, `--repeat`, `--apps`, ...). The services get SIGTERM at the end; the exit
+status is 1 when loadgen reported a problem or a service did not exit 0. See bench/README.md.
+"""
+
+import argparse
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from loadgen import cpu_s, memory_mib  # noqa: E402
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+RUN_LINE = re.compile(r"^(warm-up:|run (\d+)/\d+: (\d+) tasks)")
+
+
+@dataclass
+class Service:
+    command: str  # gateway | dispatcher | result-writer
+    name: str
+    port: int  # HTTP port of a gateway, metrics port of the others
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
+    stop_s: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ready_path(self) -> str:
+        return "/healthz" if self.command == "gateway" else "/metrics"
+
+
+@dataclass
+class CpuTable:
+    """CPU seconds of each measured process at each run boundary that loadgen printed."""
+
+    names: list[str]
+    pids: list[int]
+    samples: list[tuple[float, list[float]]] = field(default_factory=list)
+    tasks: list[int] = field(default_factory=list)
+
+    def sample(self) -> None:
+        seconds = []
+        for pid in self.pids:
+            try:
+                seconds.append(cpu_s(pid))
+            except OSError:
+                seconds.append(float("nan"))
+        self.samples.append((time.monotonic(), seconds))
+
+    def runs(self) -> list[tuple[float, list[float], int]]:
+        """(wall s, CPU s of each process, tasks) of every measured run."""
+        spans = []
+        for (t0, before), (t1, after), tasks in zip(
+            self.samples, self.samples[1:], self.tasks, strict=False
+        ):
+            spans.append((t1 - t0, [b - a for a, b in zip(before, after, strict=True)], tasks))
+        return spans
+
+    def print(self) -> None:
+        runs = self.runs()
+        if not runs:
+            return
+        width = max(len(n) for n in self.names)
+        print("cpu per process, % of one core (µs/task), each run then the median:")
+        for i, name in enumerate(self.names):
+            pcts = [100 * cpu[i] / wall for wall, cpu, _ in runs]
+            per_task = [1e6 * cpu[i] / tasks for _, cpu, tasks in runs if tasks]
+            cells = "  ".join(f"{p:5.0f}%" for p in pcts)
+            print(
+                f"  {name:<{width}}  {cells}  | median {statistics.median(pcts):4.0f}%"
+                f" ({statistics.median(per_task):4.0f} µs/task)"
+            )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rabbitmqctl(*argv: str) -> str:
+    completed = subprocess.run(
+        ["rabbitmqctl", *argv], capture_output=True, text=True, timeout=60, check=False
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"rabbitmqctl {' '.join(argv)} failed:\n{completed.stderr.strip()}")
+    return completed.stdout
+
+
+def rabbitmq_pid() -> int | None:
+    match = re.search(r"OS PID: (\d+)", rabbitmqctl("status"))
+    return int(match.group(1)) if match else None
+
+
+@contextlib.contextmanager
+def fresh_vhost(amqp_url: str) -> Iterator[str]:
+    """A new vhost the URL's user may use; yields the URL pointing at it, deletes it at exit."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    user = urllib.parse.unquote(parts.username or "guest")
+    vhost = f"droneflow-bench-{secrets.token_hex(4)}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, "")))
+    finally:
+        delete_vhost(vhost)
+
+
+def delete_vhost(vhost: str, attempts: int = 5) -> None:
+    """Also when RabbitMQ is restarting (other tenants' fault tests stop and start it)."""
+    for attempt in range(attempts):
+        try:
+            rabbitmqctl("delete_vhost", vhost)
+            return
+        except SystemExit:
+            if attempt == attempts - 1:
+                print(f"could not delete vhost {vhost}; delete it with rabbitmqctl delete_vhost")
+                raise
+            with contextlib.suppress(SystemExit, subprocess.TimeoutExpired):
+                rabbitmqctl("await_startup", "--timeout", "60")
+
+
+def _server_command() -> list[str]:
+    script = Path(sys.executable).parent / "droneflow"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "droneflow.cli"]
+
+
+def start(service: Service, env: dict[str, str]) -> None:
+    argv = [*_server_command(), service.command]
+    if service.command == "gateway":
+        argv += ["--host", "127.0.0.1", "--port", str(service.port)]
+    else:
+        env = {**env, "DRONEFLOW_METRICS_PORT": str(service.port)}
+    with service.log_path.open("wb") as log:
+        service.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _answers(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no env proxies
+    try:
+        with opener.open(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def wait_ready(services: list[Service], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for service in services:
+        while not _answers(service.url + service.ready_path):
+            assert service.process is not None
+            if service.process.poll() is not None:
+                tail = service.log_path.read_text(errors="replace").splitlines()[-20:]
+                raise SystemExit(
+                    f"{service.name} exited with {service.process.returncode}:\n" + "\n".join(tail)
+                )
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"{service.name}: {service.ready_path} not 200 after {timeout_s} s"
+                )
+            time.sleep(0.05)
+
+
+def stop(service: Service) -> None:
+    """SIGTERM, then wait; a service that does not stop in time is killed (exit_code None)."""
+    if service.process is None or service.process.poll() is not None:
+        return
+    started = time.monotonic()
+    service.process.send_signal(signal.SIGTERM)
+    try:
+        service.exit_code = service.process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait()
+    service.stop_s = time.monotonic() - started
+
+
+def kill(process: "subprocess.Popen[Any] | None") -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def broker_restarted(service: Service) -> bool:
+    return "CONNECTION_FORCED" in service.log_path.read_text(errors="replace")
+
+
+def log_problems(service: Service) -> list[str]:
+    words = ("WARNING", "ERROR", "CRITICAL", "Traceback")
+    text = service.log_path.read_text(errors="replace")
+    return [line for line in text.splitlines() if any(word in line for word in words)]
+
+
+def run_loadgen(
+    services: list[Service], rabbit: int | None, loadgen_args: list[str], table: CpuTable
+) -> int:
+    """loadgen against the gateways; samples every process's CPU at each run boundary."""
+    urls = [f"--url={s.url}" for s in services if s.command == "gateway"]
+    # RabbitMQ counts as server too, so that loadgen's `others` is only other tenants.
+    pids = [f"--server-pid={pid}" for pid in [*(s.pid for s in services), rabbit] if pid]
+    argv = [sys.executable, "-u", str(BENCH_DIR / "loadgen.py"), *urls, *pids, *loadgen_args]
+    loadgen = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert loadgen.stdout is not None
+        for line in loadgen.stdout:
+            match = RUN_LINE.match(line)
+            if match:
+                table.sample()
+                if match.group(2):
+                    table.tasks.append(int(match.group(3)))
+            print(line, end="", flush=True)
+        return loadgen.wait()
+    finally:
+        kill(loadgen)
+
+
+def start_profilers(services: list[Service], out_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy record (collapsed stacks, GIL holders only) of each service until SIGINT."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    profilers = []
+    for service in services:
+        argv = [str(py_spy), "record", "--pid", str(service.pid), "--format", "raw", "--gil"]
+        argv += ["--rate", "250", "--nonblocking", "-o", str(out_dir / f"{service.name}.txt")]
+        profilers.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return profilers
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="Other options go to bench/loadgen.py."
+    )
+    add = parser.add_argument
+    add("--gateways", type=int, default=1)
+    add("--dispatchers", type=int, default=1)
+    add("--writers", type=int, default=1)
+    add("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="user and host to use")
+    add(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable of every service; may repeat",
+    )
+    add("--profile", type=Path, metavar="DIR", help="py-spy each service into DIR/<name>.txt")
+    add("--keep-data", action="store_true", help="keep the SQLite file and the service logs")
+    add("--startup-timeout-s", type=float, default=READY_TIMEOUT_S)
+    args, loadgen_args = parser.parse_known_args(argv)
+    if min(args.gateways, args.dispatchers, args.writers) < 1:
+        parser.error("at least one of each service")
+    if any(a == "--url" or a.startswith(("--url=", "--server-pid")) for a in loadgen_args):
+        parser.error("--url and --server-pid are set by this script")
+    return args, loadgen_args
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks: stop services, delete the vhost
+
+
+def plan(args: argparse.Namespace, data_dir: Path) -> list[Service]:
+    services = []
+    for command, count, short in (
+        ("gateway", args.gateways, "gateway"),
+        ("dispatcher", args.dispatchers, "dispatcher"),
+        ("result-writer", args.writers, "writer"),
+    ):
+        for i in range(count):
+            name = f"{short}{i}"
+            services.append(Service(command, name, free_port(), data_dir / f"{name}.log"))
+    return services
+
+
+def stop_all(services: list[Service]) -> bool:
+    """SIGTERM each, gateways first (their drone sockets hand tasks back while the others still
+    run); prints how each stopped. True when every one exited 0."""
+    for service in services:
+        with contextlib.suppress(OSError):
+            print(f"{service.name}: peak RSS {memory_mib(service.pid, 'VmHWM'):.0f} MiB", end="; ")
+    print()
+    for service in services:
+        stop(service)
+    for service in services:
+        problems = log_problems(service)
+        print(
+            f"{service.name} stopped by SIGTERM in {service.stop_s:.1f} s,"
+            f" exit code {service.exit_code}"
+            + (f"; log: {len(problems)} warning/error lines" if problems else "")
+        )
+        for line in problems[:3]:
+            print(f"  {line}")
+    if any(broker_restarted(service) for service in services):
+        print("RabbitMQ closed the connections (restarted, e.g. by another tenant's fault tests):")
+        print("the figures of the run it hit are not comparable")
+    return all(service.exit_code == 0 for service in services)
+
+
+def bench(args: argparse.Namespace, loadgen_args: list[str], data_dir: Path) -> int:
+    services = plan(args, data_dir)
+    profilers: list[subprocess.Popen[bytes]] = []
+    with fresh_vhost(args.amqp_url) as broker_url:
+        try:  # every process is gone before the vhost is deleted
+            env = {
+                **os.environ,
+                "DRONEFLOW_BROKER_URL": broker_url,
+                "DRONEFLOW_STORE_URL": f"sqlite:///{data_dir / 'droneflow.db'}",
+                "DRONEFLOW_DATA_DIR": str(data_dir),
+                **dict(item.split("=", 1) for item in args.env),
+            }
+            for service in services:
+                start(service, env)
+            wait_ready(services, args.startup_timeout_s)
+            rabbit = rabbitmq_pid()
+            vhost = urllib.parse.unquote(urllib.parse.urlsplit(broker_url).path[1:])
+            print(
+                f"droneflow distributed: {args.gateways} gateway(s), {args.dispatchers}"
+                f" dispatcher(s), {args.writers} result writer(s) | vhost {vhost}"
+                f" | {', '.join(f'{s.name} pid {s.pid}' for s in services)}"
+                f" | rabbitmq pid {rabbit}" + "".join(f" | {item}" for item in args.env),
+                flush=True,
+            )
+            measured = [(s.name, s.pid) for s in services]
+            if rabbit is not None:
+                measured.append(("rabbitmq", rabbit))
+            table = CpuTable([name for name, _ in measured], [pid for _, pid in measured])
+            if args.profile:
+                profilers = start_profilers(services, args.profile)
+            status = run_loadgen(services, rabbit, loadgen_args, table)
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)
+            for profiler in profilers:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    profiler.wait(30)
+            table.print()
+            healthy = stop_all(services)
+            if args.profile:
+                print(f"profiles in {args.profile}")
+            return 0 if status == 0 and healthy else 1
+        finally:
+            for profiler in profilers:
+                kill(profiler)
+            for service in services:
+                kill(service.process)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, loadgen_args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    data_dir = Path(tempfile.mkdtemp(prefix="droneflow-dist-"))
+    try:
+        return bench(args, loadgen_args, data_dir)
+    finally:
+        if args.keep_data:
+            print(f"SQLite file and service logs kept in {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
