@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, Final, ParamSpec, Self, TypeVar
 
 from bson import ObjectId
+from bson.errors import BSONError
 
 # This module is the one place pymongo is allowed (pyproject: flake8-tidy-imports banned-api).
 from pymongo import (
@@ -141,6 +142,8 @@ def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any,
             return await method(*args, **kwargs)
         except PyMongoError as exc:
             raise _translate(exc) from None
+        except BSONError as exc:  # a document BSON cannot hold, e.g. a key with a NUL in it
+            raise StoreError(f"MongoDB: {exc}") from None
 
     return translating
 
@@ -174,7 +177,7 @@ class MongoTaskStore:
     async def __aenter__(self) -> Self:
         try:
             client: AsyncMongoClient[Document] = AsyncMongoClient(self.url)
-        except MongoConfigurationError as exc:
+        except (MongoConfigurationError, ValueError) as exc:  # ValueError: a bad host or port
             raise ConfigurationError(f"DRONEFLOW_STORE_URL: {exc}") from None
         try:
             db: AsyncDatabase[Document] = (
@@ -372,15 +375,21 @@ class MongoTaskStore:
     async def claim(self, task_id: str, drone_id: str) -> TaskRecord | None:
         now = now_iso()
         moment = parse_timestamp(now)
+        # timeout_s in whole milliseconds, halves rounded up as SQLite's printf('%.3f') does:
+        # $round rounds halves to even, and 1.0005 * 1000 is 1000.4999… in binary, so round
+        # the decimal value instead.
+        timeout_ms = {
+            "$toLong": {
+                "$floor": {"$add": [{"$multiply": [{"$toDecimal": "$timeout_s"}, 1000]}, 0.5]}
+            }
+        }
         deadline = {
             "$cond": [
                 {"$isNumber": "$timeout_s"},
                 {
                     "$dateToString": {
                         "format": "%Y-%m-%dT%H:%M:%S.%LZ",
-                        "date": {
-                            "$add": [moment, {"$round": [{"$multiply": ["$timeout_s", 1000]}, 0]}]
-                        },
+                        "date": {"$add": [moment, timeout_ms]},
                     }
                 },
                 None,
@@ -516,7 +525,8 @@ class MongoTaskStore:
             )
             if task is not None:
                 expired.append(task)
-        return expired
+        # Oldest task first, as the SQLite store returns them (candidates come by expires_at).
+        return sorted(expired, key=lambda task: (task.created_at, task.task_id))
 
     # --- drone reports ----------------------------------------------------------------------
     @_translated
