@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 
 from shared.protocol import Queues
+from tests.mongod import running_mongod
 from tests.processes import Cluster, ServiceProcess, cluster_env
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -97,16 +98,23 @@ def _docker_engine_available() -> bool:
 
 @pytest.fixture(scope="session")
 def mongodb_url() -> Iterator[str]:
-    """DRONEFLOW_TEST_MONGODB_URL if set, else a testcontainers MongoDB if a Docker engine runs,
-    else skip: MongoDB is optional even in CI."""
+    """In this order: DRONEFLOW_TEST_MONGODB_URL; a mongod started from the binary that
+    DRONEFLOW_TEST_MONGOD names (`.ci/run` fetches one); a testcontainers MongoDB if a Docker
+    engine runs; else skip, since MongoDB is optional."""
     url = os.environ.get("DRONEFLOW_TEST_MONGODB_URL")
     if url:
         yield url
         return
+    binary = os.environ.get("DRONEFLOW_TEST_MONGOD")
+    if binary:
+        # Configured, so a server that will not start is a failure, not a reason to skip.
+        with running_mongod(binary) as started:
+            yield started
+        return
     if not _docker_engine_available():
         pytest.skip(
-            "MongoDB tests need DRONEFLOW_TEST_MONGODB_URL or a running Docker engine "
-            "(testcontainers); neither is available"
+            "MongoDB tests need DRONEFLOW_TEST_MONGODB_URL, DRONEFLOW_TEST_MONGOD (a mongod "
+            "binary) or a running Docker engine (testcontainers); none is available"
         )
     from testcontainers.mongodb import MongoDbContainer
 

@@ -1,6 +1,7 @@
 """The documented flow across separate gateway, dispatcher and result-writer processes."""
 
 import asyncio
+from collections import Counter
 
 import httpx
 import pytest
@@ -12,8 +13,10 @@ from tests.sim import SimApp, SimDrone
 pytestmark = pytest.mark.distributed
 
 
-async def test_cluster_flow_crosses_gateways(cluster_factory: object) -> None:
-    cluster: Cluster = await cluster_factory()  # type: ignore[operator]
+async def test_cluster_flow_crosses_gateways(
+    cluster_factory: object, store_env: dict[str, str]
+) -> None:
+    cluster: Cluster = await cluster_factory(**store_env)  # type: ignore[operator]
     gateway_a, gateway_b = cluster.gateways
 
     async with (
@@ -65,9 +68,9 @@ async def test_cluster_flow_crosses_gateways(cluster_factory: object) -> None:
 
 
 async def test_cluster_with_many_of_each_service_delivers_and_stores_each_task_once(
-    cluster_factory: object,
+    cluster_factory: object, store_env: dict[str, str]
 ) -> None:
-    cluster: Cluster = await cluster_factory(gateways=2, dispatchers=2, writers=2)  # type: ignore[operator]
+    cluster: Cluster = await cluster_factory(gateways=2, dispatchers=2, writers=2, **store_env)  # type: ignore[operator]
     stop = asyncio.Event()
     drones = [
         SimDrone(cluster.ws_urls[i % 2 :] + cluster.ws_urls[: i % 2], f"MD{i}", capacity=2)
@@ -91,7 +94,7 @@ async def test_cluster_with_many_of_each_service_delivers_and_stores_each_task_o
         await asyncio.gather(*runners, return_exceptions=True)
 
     assert missing == [set(), set()]
-    deliveries = sum((d.deliveries for d in drones), start=__import__("collections").Counter())
+    deliveries = sum((d.deliveries for d in drones), start=Counter())
     assert len(deliveries) == 120
     assert max(deliveries.values()) == 1, "a task reached a drone twice"
     async with httpx.AsyncClient(base_url=cluster.gateways[0].base_url) as http:
