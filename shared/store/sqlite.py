@@ -221,9 +221,12 @@ _END_WITH_RESULT: Final = (
     f" finished_at = ?1, updated_at = ?1, deadline_at = NULL WHERE task_id = ?5 AND {_LIVE}"
     f" RETURNING {_TASK_RETURNING}"
 )
-_INSERT_RESULT: Final = (
-    f"INSERT INTO processingResults ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# ?2 is the result's task_id: the result goes in only while its task is live.
+_INSERT_RESULT_IF_LIVE: Final = (
+    f"INSERT INTO processingResults ({_RESULT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+    f" WHERE EXISTS (SELECT 1 FROM processingTasks WHERE task_id = ?2 AND {_LIVE})"
 )
+_DELETE_RESULT: Final = "DELETE FROM processingResults WHERE task_id = ?"
 _CANCEL: Final = (
     "UPDATE processingTasks SET status = 'cancelled', error_code = 'cancelled',"
     " error_message = ?2, finished_at = ?1, updated_at = ?1, deadline_at = NULL"
@@ -781,35 +784,35 @@ def _save_result(connection: sqlite3.Connection, now: str, result: ResultRecord)
         if result.success
         else ("failed", "drone_error", result.error_message)
     )
-    # Two writes, so a savepoint: if the insert fails the task must not stay ended.
-    connection.execute("SAVEPOINT save_result")
-    try:
-        task = _one_task(
-            connection.execute(
-                _END_WITH_RESULT, (now, status, error_code, error_message, result.task_id)
+    # Result first, then the task's end: two statements where a savepoint around them took
+    # four, in the hottest write. The batch holds the write lock, so nothing can end the task in
+    # between; should ending it fail anyway, the result it would have orphaned goes again.
+    inserted = connection.execute(
+        _INSERT_RESULT_IF_LIVE,
+        (
+            result.result_id,
+            result.task_id,
+            result.drone_id,
+            orjson.dumps(result.result_data).decode(),
+            result.processing_time,
+            result.success,
+            result.error_message,
+            result.timestamp,
+        ),
+    ).rowcount
+    if inserted:
+        try:
+            task = _one_task(
+                connection.execute(
+                    _END_WITH_RESULT, (now, status, error_code, error_message, result.task_id)
+                )
             )
-        )
-        if task is not None:
-            connection.execute(
-                _INSERT_RESULT,
-                (
-                    result.result_id,
-                    result.task_id,
-                    result.drone_id,
-                    orjson.dumps(result.result_data).decode(),
-                    result.processing_time,
-                    result.success,
-                    result.error_message,
-                    result.timestamp,
-                ),
-            )
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):  # gone if SQLite aborted the transaction
-            connection.execute("ROLLBACK TO save_result")
-            connection.execute("RELEASE save_result")
-        raise
-    connection.execute("RELEASE save_result")
-    if task is not None:
+            if task is None:
+                raise StoreError(f"task {result.task_id} was live, then not, in one transaction")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # gone if SQLite aborted the transaction
+                connection.execute(_DELETE_RESULT, (result.task_id,))
+            raise
         return ResultOutcome(task, result, stored=True)
     task = _get_task(connection, now, result.task_id)
     if task is None:
