@@ -3,8 +3,8 @@
 import itertools
 import os
 import re
-import secrets
 import time
+from collections.abc import Iterator
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _ID_RE = re.compile(ID_PATTERN)
@@ -18,9 +18,23 @@ def is_valid_client_id(value: str) -> bool:
     return _ID_RE.fullmatch(value) is not None
 
 
+_random_hex: Iterator[str] = iter(())  # 16 hex each, refilled from os.urandom 512 at a time
+
+
 def new_task_id() -> str:
-    # 16 hex characters = 64 random bits: collisions are negligible at any fleet size.
-    return f"task_{secrets.token_hex(8)}"
+    """`task_`, the time in milliseconds (12 hex), then 64 random bits (16 hex).
+
+    The time prefix makes new ids sort after older ones, so inserting one touches the last page
+    of the task_id index instead of a random page (fewer pages per commit); the random part
+    keeps ids unguessable and collisions negligible at any fleet size."""
+    global _random_hex
+    try:
+        suffix = next(_random_hex)
+    except StopIteration:
+        block = os.urandom(8 * 512).hex()
+        _random_hex = iter([block[i : i + 16] for i in range(0, len(block), 16)])
+        suffix = next(_random_hex)
+    return f"task_{time.time_ns() // 1_000_000:012x}{suffix}"
 
 
 def new_object_id() -> str:
