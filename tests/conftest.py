@@ -122,6 +122,17 @@ def mongodb_url() -> Iterator[str]:
         yield container.get_connection_url()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
+def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings that put a cluster on each store: the shared SQLite file cluster_env sets up, or
+    a fresh MongoDB database (dropped with the server at the end of the session)."""
+    if request.param == "sqlite":
+        return {}
+    parts = urlsplit(request.getfixturevalue("mongodb_url"))
+    database = f"droneflow_cluster_{uuid.uuid4().hex[:12]}"
+    return {"DRONEFLOW_STORE_URL": urlunsplit(parts._replace(path=f"/{database}"))}
+
+
 @pytest.fixture
 async def cluster_factory(rabbitmq_url: str, tmp_path: Path) -> AsyncIterator[object]:
     """Gateways, dispatchers and result writers as separate processes on the local RabbitMQ

@@ -136,11 +136,11 @@ async def test_fault_suite_embedded_survives_kill_9(embedded: ServiceProcess) ->
 @pytest.mark.distributed
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 async def test_fault_suite_distributed_survives_kill_9_of_each_service_and_rabbitmq_restart(
-    rabbitmq_url: str, cluster_factory: Any
+    rabbitmq_url: str, cluster_factory: Any, store_env: dict[str, str]
 ) -> None:
     with short_consumer_timeout(CONSUMER_TIMEOUT_MS):
         cluster: Cluster = await cluster_factory(
-            gateways=2, dispatchers=1, writers=1, DRONEFLOW_SWEEP_INTERVAL_S="0.25"
+            gateways=2, dispatchers=1, writers=1, DRONEFLOW_SWEEP_INTERVAL_S="0.25", **store_env
         )
         workload = build_workload(cluster.ws_urls)
         faults = [
@@ -149,4 +149,5 @@ async def test_fault_suite_distributed_survives_kill_9_of_each_service_and_rabbi
             ("kill -9 result-writer", _restart(cluster.writers[0])),
             ("restart RabbitMQ", restart_rabbitmq),
         ]
-        await _run(workload, faults, cluster.gateways[1].base_url, "distributed")
+        label = "distributed" + ("" if not store_env else ", MongoDB")
+        await _run(workload, faults, cluster.gateways[1].base_url, label)
