@@ -7,7 +7,7 @@ from shared.broker import Broker
 from shared.errors import BrokerUnavailable, TaskAlreadyFinished, TaskNotFound
 from shared.ids import new_task_id
 from shared.metrics import TASKS_SUBMITTED
-from shared.models import NewTask, TaskRecord
+from shared.models import NewTask, TaskRecord, construct_trusted
 from shared.protocol import ControlMessage, CreateTaskRequest, Queues, WsTaskRequest
 from shared.settings import Settings
 from shared.store import CreateOutcome, TaskStore
@@ -25,18 +25,21 @@ class TaskService:
     async def submit(
         self, app_id: str, request: CreateTaskRequest | WsTaskRequest
     ) -> CreateOutcome:
-        # model_construct: every field comes from a request validated at the edge.
-        new = NewTask.model_construct(
-            task_id=new_task_id(),
-            app_id=app_id,
-            drone_id=request.drone_id,
-            task_type=request.task_type,
-            input_data=request.input_data,
-            priority=request.priority,
-            max_attempts=request.max_attempts or self.settings.default_max_attempts,
-            timeout_s=request.timeout_s or self.settings.default_timeout_s,
-            ttl_s=request.ttl_s,
-            idempotency_key=request.idempotency_key,
+        # Every field comes from a request validated at the edge.
+        new = construct_trusted(
+            NewTask,
+            {
+                "task_id": new_task_id(),
+                "app_id": app_id,
+                "drone_id": request.drone_id,
+                "task_type": request.task_type,
+                "input_data": request.input_data,
+                "priority": request.priority,
+                "max_attempts": request.max_attempts or self.settings.default_max_attempts,
+                "timeout_s": request.timeout_s or self.settings.default_timeout_s,
+                "ttl_s": request.ttl_s,
+                "idempotency_key": request.idempotency_key,
+            },
         )
         outcome = await self.store.create_task(new)
         if outcome.created:

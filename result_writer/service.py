@@ -7,7 +7,7 @@ from shared.announce import notify_result, notify_status
 from shared.broker import Broker, Delivery
 from shared.ids import new_object_id
 from shared.metrics import RESULTS_STORED
-from shared.models import ResultRecord
+from shared.models import ResultRecord, construct_trusted
 from shared.protocol import DroneEvent
 from shared.settings import Settings
 from shared.store import TaskStore
@@ -34,15 +34,18 @@ class ResultWriter:
     async def _on_result(self, event: DroneEvent, redelivered: bool) -> None:
         assert event.result is not None
         report = event.result
-        record = ResultRecord.model_construct(
-            result_id=new_object_id(),
-            task_id=report.task_id,
-            drone_id=event.drone_id,
-            result_data=report.result_data,
-            processing_time=report.processing_time,
-            success=report.success,
-            error_message=report.error_message,
-            timestamp=report.timestamp or event.received_at,
+        record = construct_trusted(
+            ResultRecord,
+            {
+                "result_id": new_object_id(),
+                "task_id": report.task_id,
+                "drone_id": event.drone_id,
+                "result_data": report.result_data,
+                "processing_time": report.processing_time,
+                "success": report.success,
+                "error_message": report.error_message,
+                "timestamp": report.timestamp or event.received_at,
+            },
         )
         outcome = await self.store.save_result(record)
         if outcome.stored:

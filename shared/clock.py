@@ -1,5 +1,6 @@
 """Timestamps are fixed-width UTC ISO 8601 strings, so they sort as text in every store."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 
@@ -8,8 +9,19 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+_last_now: tuple[int, str] = (-1, "")
+"""The last millisecond formatted, and its text: one tuple, so threads read a matching pair."""
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    # Called several times per task; within one millisecond the answer is the same.
+    global _last_now
+    milliseconds = time.time_ns() // 1_000_000
+    if _last_now[0] != milliseconds:
+        seconds, remainder = divmod(milliseconds, 1000)
+        moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=remainder * 1000)
+        _last_now = (milliseconds, moment.isoformat(timespec="milliseconds")[:-6] + "Z")
+    return _last_now[1]
 
 
 def parse_timestamp(text: str) -> datetime:

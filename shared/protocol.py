@@ -17,6 +17,7 @@ from shared.models import (
     MIN_PRIORITY,
     ResultRecord,
     TaskRecord,
+    construct_trusted,
 )
 
 ClientId = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -291,15 +292,25 @@ class DroneEvent(BaseModel):
     @classmethod
     def decode(cls, body: bytes) -> "DroneEvent":
         data = orjson.loads(body)
-        result, status = data.get("result"), data.get("status")
-        return cls.model_construct(
-            kind=data["kind"],
-            drone_id=data["drone_id"],
-            app_id=data["app_id"],
-            received_at=data["received_at"],
-            result=DroneResult.model_construct(**result) if result is not None else None,
-            status=DroneStatusUpdate.model_construct(**status) if status is not None else None,
-        )
+        # `encode` wrote it from validated models, so it is trusted as it stands, unless its
+        # fields differ from ours (a service of another version during an upgrade).
+        if data.keys() != _EVENT_FIELDS:
+            return cls.model_validate(data)
+        result, status = data["result"], data["status"]
+        if result is not None:
+            if result.keys() != _RESULT_FIELDS:
+                return cls.model_validate(data)
+            data["result"] = construct_trusted(DroneResult, result)
+        if status is not None:
+            if status.keys() != _STATUS_FIELDS:
+                return cls.model_validate(data)
+            data["status"] = construct_trusted(DroneStatusUpdate, status)
+        return construct_trusted(cls, data)
+
+
+_EVENT_FIELDS: Final = frozenset(DroneEvent.model_fields)
+_RESULT_FIELDS: Final = frozenset(DroneResult.model_fields)
+_STATUS_FIELDS: Final = frozenset(DroneStatusUpdate.model_fields)
 
 
 class ControlMessage(BaseModel):
