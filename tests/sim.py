@@ -73,6 +73,7 @@ class SimDrone:
         self, connection: ClientConnection, stop: asyncio.Event, rng: random.Random
     ) -> None:
         held: set[str] = set()
+        dropped: set[str] = set()  # task_cancelled by the server in this session
         workers: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -104,6 +105,7 @@ class SimDrone:
                     worker.add_done_callback(workers.discard)
                 elif kind == "task_cancelled":
                     held.discard(frame["task_id"])
+                    dropped.add(frame["task_id"])
                     self.cancelled.add(frame["task_id"])
                 elif (
                     kind == "error"
@@ -111,6 +113,10 @@ class SimDrone:
                     and frame.get("message_type") == "processing_result"
                 ):
                     task_id = frame["task_id"]
+                    if task_id in dropped:
+                        # Its result crossed the server's task_cancelled: the server no longer
+                        # counts it against our capacity, so neither may we.
+                        continue
                     held.add(task_id)
                     worker = asyncio.create_task(self._work(connection, task_id, held, 0.3))
                     workers.add(worker)

@@ -313,6 +313,11 @@ async def _report_result(
 ) -> str | None:
     result = _validate(DroneResult, frame.get("data"), PROCESSING_RESULT)
     task = await _owned_task(state, session, result.task_id, result.drone_id)
+    if task.is_terminal:
+        # Ended already (cancelled, timed out for good, or a second result): acknowledged and
+        # nothing to store, so nothing to publish, nor to ask the drone to retry if the broker
+        # is down.
+        return None
     if result.timestamp is not None:
         try:
             result.timestamp = normalize_timestamp(result.timestamp)
