@@ -76,6 +76,12 @@ class SimDrone:
         dropped: set[str] = set()  # task_cancelled by the server in this session
         workers: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(stop.wait())
+
+        def start_work(task_id: str, work_s: float) -> None:
+            worker = asyncio.create_task(self._work(connection, task_id, held, work_s))
+            workers.add(worker)
+            worker.add_done_callback(workers.discard)
+
         try:
             while True:
                 receiving = asyncio.create_task(connection.recv())
@@ -89,42 +95,33 @@ class SimDrone:
                 kind = frame.get("type")
                 if kind == "processing_task":
                     task_id = frame["task_id"]
-                    self.deliveries[task_id] += 1
-                    held.add(task_id)
-                    self.max_held = max(self.max_held, len(held))
-                    if len(held) > self.capacity:
-                        self.over_capacity.append((task_id, sorted(held)))
+                    self._count_delivery(task_id, held)
                     hints = frame["task_data"]["input_data"]
                     if task_id in self.silent or hints.get("silent"):
                         continue
                     if self.drop_probability and rng.random() < self.drop_probability:
                         return  # drop the link with this task unfinished
-                    work_s = float(hints.get("work_s", self.work_s))
-                    worker = asyncio.create_task(self._work(connection, task_id, held, work_s))
-                    workers.add(worker)
-                    worker.add_done_callback(workers.discard)
+                    start_work(task_id, float(hints.get("work_s", self.work_s)))
                 elif kind == "task_cancelled":
                     held.discard(frame["task_id"])
                     dropped.add(frame["task_id"])
                     self.cancelled.add(frame["task_id"])
-                elif (
-                    kind == "error"
-                    and frame.get("code") == "unavailable"
-                    and frame.get("message_type") == "processing_result"
-                ):
-                    task_id = frame["task_id"]
-                    if task_id in dropped:
-                        # Its result crossed the server's task_cancelled: the server no longer
-                        # counts it against our capacity, so neither may we.
-                        continue
-                    held.add(task_id)
-                    worker = asyncio.create_task(self._work(connection, task_id, held, 0.3))
-                    workers.add(worker)
-                    worker.add_done_callback(workers.discard)
+                elif _asks_for_the_result_again(frame) and frame["task_id"] not in dropped:
+                    # One whose result crossed the server's task_cancelled is not retried: the
+                    # server no longer counts it against our capacity, so neither may we.
+                    held.add(frame["task_id"])
+                    start_work(frame["task_id"], 0.3)
         finally:
             stopping.cancel()
             for worker in workers:
                 worker.cancel()
+
+    def _count_delivery(self, task_id: str, held: set[str]) -> None:
+        self.deliveries[task_id] += 1
+        held.add(task_id)
+        self.max_held = max(self.max_held, len(held))
+        if len(held) > self.capacity:
+            self.over_capacity.append((task_id, sorted(held)))
 
     async def _work(
         self, connection: ClientConnection, task_id: str, held: set[str], work_s: float
@@ -155,6 +152,14 @@ class SimDrone:
                 )
             )
             self.answered.add(task_id)
+
+
+def _asks_for_the_result_again(frame: dict[str, Any]) -> bool:
+    return (
+        frame.get("type") == "error"
+        and frame.get("code") == "unavailable"
+        and frame.get("message_type") == "processing_result"
+    )
 
 
 @dataclass
