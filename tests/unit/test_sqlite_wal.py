@@ -9,8 +9,8 @@ import pytest
 from shared.clock import now_iso
 from shared.ids import new_object_id, new_task_id
 from shared.models import NewTask, ResultRecord
-from shared.store import sqlite as sqlite_store
 from shared.store.sqlite import SQLiteTaskStore
+from shared.store.sqlite import worker as sqlite_worker
 
 PAGE_BYTES = 4096
 
@@ -46,8 +46,8 @@ async def run_round_trips(store: SQLiteTaskStore, tasks: int, in_flight: int = 5
 async def test_background_checkpointer_copies_the_wal_while_the_writer_does_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "WRITER_CHECKPOINT_PAGES", 1_000_000)
-    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY_JOBS", 100)
+    monkeypatch.setattr(sqlite_worker, "WRITER_CHECKPOINT_PAGES", 1_000_000)
+    monkeypatch.setattr(sqlite_worker, "CHECKPOINT_EVERY_JOBS", 100)
     path = tmp_path / "droneflow.db"
     async with SQLiteTaskStore(path) as store:
         database_bytes_before = path.stat().st_size
@@ -66,9 +66,9 @@ async def test_background_checkpointer_copies_the_wal_while_the_writer_does_not(
 async def test_wal_stays_bounded_without_the_checkpointer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "WRITER_CHECKPOINT_PAGES", 100)
-    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY_JOBS", 10**9)
-    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(sqlite_worker, "WRITER_CHECKPOINT_PAGES", 100)
+    monkeypatch.setattr(sqlite_worker, "CHECKPOINT_EVERY_JOBS", 10**9)
+    monkeypatch.setattr(sqlite_worker, "CHECKPOINT_INTERVAL_S", 3600.0)
     path = tmp_path / "droneflow.db"
     wal = path.with_name(path.name + "-wal")
     async with SQLiteTaskStore(path) as store:

@@ -1,0 +1,209 @@
+"""The tables, their indexes and every SQL statement SQLiteTaskStore runs."""
+
+import sqlite3
+from typing import Final
+
+from shared.models import ResultRecord, TaskRecord
+
+if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on the build
+    raise ImportError(
+        f"SQLiteTaskStore needs SQLite ≥ 3.35 (RETURNING), not {sqlite3.sqlite_version}"
+    )
+
+_TASK_FIELDS: Final = tuple(TaskRecord.model_fields)
+_RESULT_FIELDS: Final = tuple(ResultRecord.model_fields)
+_TASK_COLUMNS: Final = ", ".join(_TASK_FIELDS)
+# RETURNING hands back a REAL column's integral value (10.0) as an integer, as it is stored on
+# disk; SELECT converts it back. Cast, so records read either way compare and encode the same.
+_TASK_RETURNING: Final = _TASK_COLUMNS.replace(
+    "timeout_s, ttl_s", "CAST(timeout_s AS REAL), CAST(ttl_s AS REAL)"
+)
+_RESULT_COLUMNS: Final = ", ".join(_RESULT_FIELDS)
+_LIVE: Final = "status IN ('pending', 'processing')"
+"""Non-terminal. Spelled identically in queries and partial indexes: SQLite only uses a partial
+index when the query repeats its WHERE terms."""
+
+# expires_at = created_at + ttl_s and deadline_at = delivered_at + timeout_s are stored so the
+# sweeps are index range scans instead of per-row arithmetic over the whole table.
+SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS processingTasks (
+        task_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        drone_id TEXT NOT NULL,
+        task_type TEXT NOT NULL,
+        input_data TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        timeout_s REAL,
+        ttl_s REAL,
+        idempotency_key TEXT,
+        delivered_at TEXT,
+        started_at TEXT,
+        finished_at TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        delivery TEXT NOT NULL,
+        dispatched_at TEXT,
+        notified_at TEXT,
+        expires_at TEXT,
+        deadline_at TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS processingResults (
+        result_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        drone_id TEXT NOT NULL,
+        result_data TEXT NOT NULL,
+        processing_time REAL,
+        success INTEGER NOT NULL,
+        error_message TEXT,
+        timestamp TEXT NOT NULL
+    )""",
+    # The spec's indexes. A composite serves lookups on its leftmost column, so app_id, status
+    # and drone_id are the first columns of the composites that list_tasks and
+    # pending_for_drone need rather than separate indexes every write would also maintain.
+    "CREATE UNIQUE INDEX IF NOT EXISTS ux_tasks_task_id ON processingTasks (task_id)",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_app ON processingTasks (app_id, updated_at, task_id)",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_status ON processingTasks (status, updated_at, task_id)",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_created ON processingTasks (created_at)",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_drone_pending"
+    " ON processingTasks (drone_id, status, priority DESC, created_at)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ux_tasks_idempotency"
+    " ON processingTasks (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_updated ON processingTasks (updated_at, task_id)",
+    # Partial indexes for the sweeps: each holds only the few rows its sweep can return.
+    "CREATE INDEX IF NOT EXISTS ix_tasks_undispatched ON processingTasks (updated_at)"
+    f" WHERE dispatched_at IS NULL AND delivery = 'queued' AND {_LIVE}",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_routed ON processingTasks (dispatched_at)"
+    f" WHERE delivery = 'queued' AND {_LIVE}",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_overdue ON processingTasks (deadline_at)"
+    f" WHERE delivery = 'delivered' AND {_LIVE}",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_expire ON processingTasks (expires_at)"
+    " WHERE status = 'pending' AND delivery = 'queued'",
+    "CREATE INDEX IF NOT EXISTS ix_tasks_unnotified ON processingTasks (finished_at, task_id)"
+    " WHERE notified_at IS NULL AND finished_at IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ux_results_task_id ON processingResults (task_id)",
+    "CREATE INDEX IF NOT EXISTS ix_results_drone ON processingResults (drone_id, timestamp)",
+    "CREATE INDEX IF NOT EXISTS ix_results_timestamp ON processingResults (timestamp)",
+)
+
+_INSERT_TASK: Final = (
+    "INSERT INTO processingTasks (task_id, app_id, drone_id, task_type, input_data, status,"
+    " priority, created_at, updated_at, attempts, max_attempts, timeout_s, ttl_s,"
+    " idempotency_key, delivery, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, 0, ?, ?, ?, ?, 'queued', ?)"
+    " ON CONFLICT DO NOTHING"
+)
+_SELECT_TASK: Final = f"SELECT {_TASK_COLUMNS} FROM processingTasks WHERE task_id = ?"
+_SELECT_BY_IDEMPOTENCY_KEY: Final = (
+    f"SELECT {_TASK_COLUMNS} FROM processingTasks WHERE app_id = ? AND idempotency_key = ?"
+)
+PENDING_FOR_DRONE_SQL: Final = (
+    f"SELECT {_TASK_COLUMNS} FROM processingTasks WHERE drone_id = ? AND status = 'pending'"
+    " ORDER BY priority DESC, created_at, rowid LIMIT ?"
+)
+_SELECT_RESULT: Final = f"SELECT {_RESULT_COLUMNS} FROM processingResults WHERE task_id = ?"
+RESULTS_FOR_DRONE_SQL: Final = (
+    f"SELECT {_RESULT_COLUMNS} FROM processingResults WHERE drone_id = ?"
+    " ORDER BY timestamp DESC, rowid DESC LIMIT ?"
+)
+_MARK_DISPATCHED: Final = (
+    "UPDATE processingTasks SET dispatched_at = ?"
+    f" WHERE task_id = ? AND delivery = 'queued' AND {_LIVE} RETURNING {_TASK_RETURNING}"
+)
+# INDEXED BY on the sweeps: with no statistics the planner prefers ix_tasks_status to these
+# partial indexes, and the clause makes preparing the query fail should one stop matching.
+UNDISPATCHED_SQL: Final = (
+    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_undispatched"
+    f" WHERE dispatched_at IS NULL AND delivery = 'queued' AND {_LIVE} AND updated_at < ?"
+    " ORDER BY updated_at LIMIT ?"
+)
+ROUTED_BEFORE_SQL: Final = (
+    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_routed"
+    f" WHERE delivery = 'queued' AND {_LIVE} AND dispatched_at < ?"
+    " ORDER BY dispatched_at LIMIT ?"
+)
+_RESET_DISPATCH: Final = (
+    "UPDATE processingTasks SET dispatched_at = NULL"
+    f" WHERE dispatched_at IS NOT NULL AND delivery = 'queued' AND {_LIVE}"
+)
+# A pending task past its ttl is refused, as `expire` will fail it; one a drone already
+# started (processing) has outlived its ttl on purpose.
+_CLAIM: Final = (
+    "UPDATE processingTasks SET delivery = 'delivered', attempts = attempts + 1,"
+    " delivered_at = ?1, updated_at = ?1, deadline_at = CASE WHEN timeout_s IS NULL THEN NULL"
+    " ELSE strftime('%Y-%m-%dT%H:%M:%fZ', ?1, printf('%+.3f seconds', timeout_s)) END"
+    f" WHERE task_id = ?2 AND drone_id = ?3 AND delivery = 'queued' AND {_LIVE}"
+    " AND (status <> 'pending' OR expires_at IS NULL OR expires_at >= ?1)"
+    f" RETURNING {_TASK_RETURNING}"
+)
+# SET expressions all read the row as it was, so `attempts` here is the count before release.
+_RELEASE_SET: Final = (
+    "UPDATE processingTasks SET"
+    " status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE status END,"
+    " error_code = CASE WHEN attempts >= max_attempts THEN 'max_attempts' ELSE error_code END,"
+    " error_message = CASE WHEN attempts >= max_attempts THEN 'no result after '"
+    " || attempts || ' attempt(s)' || coalesce(' (last: ' || ?2 || ')', '') ELSE error_message END,"
+    " finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE finished_at END,"
+    " delivery = 'queued', dispatched_at = NULL, deadline_at = NULL, updated_at = ?1"
+)
+_RELEASE: Final = (
+    f"{_RELEASE_SET} WHERE task_id = ?3 AND drone_id = ?4 AND delivery = 'delivered'"
+    f" AND {_LIVE} AND (?5 IS NULL OR attempts = ?5) RETURNING {_TASK_RETURNING}"
+)
+_RELEASE_DRONE: Final = (
+    f"{_RELEASE_SET} WHERE drone_id = ?3 AND delivery = 'delivered' AND {_LIVE}"
+    f" RETURNING {_TASK_RETURNING}"
+)
+OVERDUE_SQL: Final = (
+    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_overdue"
+    f" WHERE delivery = 'delivered' AND {_LIVE} AND deadline_at < ? ORDER BY deadline_at LIMIT ?"
+)
+EXPIRE_CANDIDATES_SQL: Final = (
+    "SELECT rowid FROM processingTasks INDEXED BY ix_tasks_expire"
+    " WHERE status = 'pending' AND delivery = 'queued' AND expires_at < ?3"
+    " ORDER BY expires_at LIMIT ?4"
+)
+_EXPIRE: Final = (
+    "UPDATE processingTasks SET status = 'failed', error_code = 'expired', error_message = ?2,"
+    " finished_at = ?1, updated_at = ?1"
+    f" WHERE rowid IN ({EXPIRE_CANDIDATES_SQL}) RETURNING {_TASK_RETURNING}"
+)
+_APPLY_PROCESSING: Final = (
+    "UPDATE processingTasks SET status = 'processing', started_at = coalesce(started_at, ?1),"
+    f" updated_at = ?1 WHERE task_id = ?2 AND drone_id = ?3 AND {_LIVE}"
+    f" RETURNING {_TASK_RETURNING}"
+)
+_END_WITH_RESULT: Final = (
+    "UPDATE processingTasks SET status = ?2, error_code = ?3, error_message = ?4,"
+    f" finished_at = ?1, updated_at = ?1, deadline_at = NULL WHERE task_id = ?5 AND {_LIVE}"
+    f" RETURNING {_TASK_RETURNING}"
+)
+# ?2 is the result's task_id: the result goes in only while its task is live.
+_INSERT_RESULT_IF_LIVE: Final = (
+    f"INSERT INTO processingResults ({_RESULT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+    f" WHERE EXISTS (SELECT 1 FROM processingTasks WHERE task_id = ?2 AND {_LIVE})"
+)
+_DELETE_RESULT: Final = "DELETE FROM processingResults WHERE task_id = ?"
+_CANCEL: Final = (
+    "UPDATE processingTasks SET status = 'cancelled', error_code = 'cancelled',"
+    " error_message = ?2, finished_at = ?1, updated_at = ?1, deadline_at = NULL"
+    f" WHERE task_id = ?3 AND {_LIVE} RETURNING {_TASK_RETURNING}"
+)
+_MARK_NOTIFIED: Final = (
+    "UPDATE processingTasks SET notified_at = ?"
+    " WHERE task_id IN (SELECT value FROM json_each(?))"
+    " AND notified_at IS NULL AND finished_at IS NOT NULL"
+)
+_JOINED_COLUMNS: Final = ", ".join(
+    [f"t.{field}" for field in _TASK_FIELDS] + [f"r.{field}" for field in _RESULT_FIELDS]
+)
+UNNOTIFIED_SQL: Final = (
+    f"SELECT {_JOINED_COLUMNS}"
+    " FROM processingTasks AS t LEFT JOIN processingResults AS r ON r.task_id = t.task_id"
+    " WHERE t.notified_at IS NULL AND t.finished_at IS NOT NULL"
+    " ORDER BY t.finished_at, t.task_id LIMIT ?"
+)
