@@ -1,0 +1,348 @@
+"""The RabbitMQBroker class: the connection's life cycle and the port's methods."""
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import suppress
+from types import TracebackType
+from typing import Any, Self, cast
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustQueue,
+)
+
+from shared.broker import Handler, Outgoing, TopicHandler
+from shared.broker.rabbitmq.channels import ChannelPools, ChannelSlot
+from shared.broker.rabbitmq.connection import RobustConnection
+from shared.broker.rabbitmq.consumers import AmqpConsumer, TopicSubscription
+from shared.broker.rabbitmq.errors import DRIVER_ERRORS, translated_errors
+from shared.broker.rabbitmq.topology import Topology, wait_ready
+from shared.errors import BrokerUnavailable
+from shared.protocol import Queues, QueueSpec
+
+# The adapter logs under one name, as it did when it was one module.
+log = logging.getLogger(__package__)
+
+WATCH_INTERVAL_S = 2.0
+
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+
+
+class RabbitMQBroker:
+    """Durable queues on RabbitMQ. `timeout_s` bounds every wait on RabbitMQ (a publish and
+    its confirm, a declaration, a cancel), including a wait for the connection to come back;
+    past it the call raises BrokerUnavailable."""
+
+    def __init__(
+        self,
+        url: str,
+        queues: Queues,
+        *,
+        timeout_s: float = 10.0,
+        reconnect_interval_s: float = 2.0,
+        consumers_per_channel: int = 500,
+        channels_per_pool: int = 16,
+        shutdown_timeout_s: float = 5.0,
+        write_window_s: float = 0.002,
+    ) -> None:
+        self._url = url
+        self._queues = queues
+        self._timeout_s = timeout_s
+        self._reconnect_interval_s = reconnect_interval_s
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._write_window_s = write_window_s
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+        self._channels = ChannelPools(
+            consumers_per_channel=consumers_per_channel, channels_per_pool=channels_per_pool
+        )
+        self._topology = Topology(queues)
+        self._consumers: set[AmqpConsumer] = set()
+        self._topic_subscriptions: set[TopicSubscription] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._publishing = 0  # publishes awaiting their confirm
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        with translated_errors():
+            # What aio_pika.connect_robust does, with our connection class.
+            connection = RobustConnection(
+                aio_pika.connection.make_url(self._url),
+                reconnect_interval=self._reconnect_interval_s,
+                client_properties={"connection_name": f"droneflow {self._queues.prefix}"},
+                write_window_s=self._write_window_s,
+                # With confirms outstanding RabbitMQ is working for us: later frames may wait.
+                busy=lambda: self._publishing > 1,
+            )
+            await connection.connect(timeout=self._timeout_s)
+            self._connection = connection
+            try:
+                # Publisher confirms: `publish` returns only once RabbitMQ has taken the
+                # message. on_return_raises: a mandatory message no queue took is an error.
+                self._publisher = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                await self._topology.declare_dead_letters(self._publisher)
+            except BaseException:
+                await self._connection.close()
+                raise
+        # After a reconnect the node may be a fresh one: declare queues again on first use.
+        self._connection.reconnect_callbacks.add(self._topology.forget)
+        self._watchdog = asyncio.create_task(self._watch_consumers())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._shutdown_timeout_s
+        # Stop deliveries first, let running handlers settle, then close: closing a channel
+        # would make RabbitMQ requeue what the handlers are about to ack. If RabbitMQ is away,
+        # the cancels would wait for it; the shutdown budget bounds them.
+        with suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await asyncio.gather(
+                    *(c.cancel() for c in tuple(self._consumers)),
+                    *(s.cancel() for s in tuple(self._topic_subscriptions)),
+                )
+        while self._tasks and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(tuple(self._tasks), timeout=remaining)
+        if self._tasks:
+            log.warning("cancelling %d handlers still running at shutdown", len(self._tasks))
+            pending = tuple(self._tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._connection is not None:
+            try:
+                await self._connection.close()
+            except DRIVER_ERRORS as e:
+                log.debug("closing the RabbitMQ connection: %r", e)
+
+    @property
+    def durable(self) -> bool:
+        return True
+
+    async def publish(self, queue: QueueSpec, body: bytes, *, priority: int = 0) -> None:
+        channel = self._require_publisher()
+        with translated_errors():
+            async with asyncio.timeout(self._timeout_s):
+                await self._publish(channel, queue, body, priority)
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        channel = self._require_publisher()
+        with translated_errors():
+            async with asyncio.timeout(self._timeout_s):
+                for spec in {m.queue.name: m.queue for m in messages}.values():
+                    await self._topology.ensure_declared(channel, spec)
+                # Pipelined: every message goes out before the first confirm is awaited.
+                results = await asyncio.gather(
+                    *(self._publish(channel, m.queue, m.body, m.priority) for m in messages),
+                    return_exceptions=True,
+                )
+        error = next((r for r in results if isinstance(r, BaseException)), None)
+        if error is not None:
+            with translated_errors():
+                raise error
+
+    async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int) -> AmqpConsumer:
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        self._require_publisher()
+        with translated_errors():
+            async with asyncio.timeout(self._timeout_s):
+                # The callback must exist before the consumer does: route it through a cell.
+                target: list[AmqpConsumer] = []
+
+                async def deliver(message: AbstractIncomingMessage) -> None:
+                    await target[0].on_message(message)
+
+                slot, amqp_queue, tag = await self._attach(queue, deliver, prefetch)
+        consumer = AmqpConsumer(self, queue, slot, amqp_queue, handler, prefetch)
+        consumer.tag = tag
+        target.append(consumer)
+        self._consumers.add(consumer)
+        return consumer
+
+    async def _attach(
+        self,
+        spec: QueueSpec,
+        callback: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        prefetch: int,
+    ) -> tuple[ChannelSlot, AbstractRobustQueue, str]:
+        assert self._connection is not None
+        slot = await self._channels.reserve_slot(self._connection, prefetch)
+        try:
+            amqp_queue = slot.queues.get(spec.name)
+            if amqp_queue is None:
+                # Declared on the consumer's own channel (robust=True), so that this channel
+                # redeclares the queue before it restarts the consumer.
+                declared = await slot.channel.declare_queue(
+                    spec.name, durable=True, arguments=self._topology.arguments(spec)
+                )
+                amqp_queue = slot.queues.setdefault(spec.name, declared)
+            # Manual acks: priority order only holds with manual acks and a small prefetch,
+            # and a message must survive a consumer that dies mid-way.
+            tag = await amqp_queue.consume(callback, no_ack=False)
+        except BaseException:
+            slot.consumers -= 1
+            raise
+        return slot, amqp_queue, tag
+
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        channel = self._require_publisher()
+        with translated_errors():
+            async with asyncio.timeout(self._timeout_s):
+                exchange = self._topology.topic_exchanges.get(topic)
+                if exchange is None:
+                    exchange = await self._topology.declare_topic(channel, topic, robust=False)
+                    self._topology.topic_exchanges[topic] = exchange
+                await wait_ready(channel)
+                # Not mandatory and not persistent: a topic keeps nothing for absent listeners.
+                await exchange.publish(aio_pika.Message(body), routing_key="", mandatory=False)
+
+    async def subscribe(self, topic: str, handler: TopicHandler) -> TopicSubscription:
+        self._require_publisher()
+        with translated_errors():
+            async with asyncio.timeout(self._timeout_s):
+                target: list[TopicSubscription] = []
+
+                async def deliver(message: AbstractIncomingMessage) -> None:
+                    await target[0].on_message(message)
+
+                channel, queue, tag = await self._listen(topic, deliver)
+        subscription = TopicSubscription(self, topic, channel, queue, handler)
+        subscription.tag = tag
+        target.append(subscription)
+        self._topic_subscriptions.add(subscription)
+        return subscription
+
+    async def _listen(
+        self, topic: str, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
+    ) -> tuple[AbstractRobustChannel, AbstractRobustQueue, str]:
+        assert self._connection is not None
+        channel = await self._channels.topic_channel(self._connection)
+        exchange = await self._topology.declare_topic(channel, topic, robust=True)
+        # Named by us, not by the server: the robust channel redeclares it under the same name
+        # after a reconnect (exclusive queues die with their connection).
+        queue = await channel.declare_queue(
+            f"{topic}.listener.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+        )
+        await queue.bind(exchange, routing_key="")
+        # no_ack: broadcasts are fire-and-forget; a lost one is not redelivered anyway.
+        tag = await queue.consume(callback, no_ack=True)
+        return channel, queue, tag
+
+    async def queue_depth(self, queue: QueueSpec) -> int:
+        channel = self._require_publisher()
+        with translated_errors():
+            async with asyncio.timeout(self._timeout_s):
+                await wait_ready(channel)
+                # A redeclaration with the same arguments is a no-op that reports the count of
+                # ready messages; a passive one would close the channel if the queue is missing.
+                declared = await channel.declare_queue(
+                    queue.name,
+                    durable=True,
+                    arguments=self._topology.arguments(queue),
+                    robust=False,
+                )
+        self._topology.declared.add(queue.name)
+        count = declared.declaration_result.message_count
+        return count if count is not None else 0
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _require_publisher(self) -> AbstractRobustChannel:
+        if self._closed or self._publisher is None:
+            raise BrokerUnavailable("the RabbitMQ broker is not open")
+        return self._publisher
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_consumers(self) -> None:
+        """aio-pika's robust channels restore consumers after a reconnect, but a channel whose
+        close handler runs while the connection is going down can stay closed for good, and
+        its consumers with it (seen when RabbitMQ restarts under load). So every
+        WATCH_INTERVAL_S, once the connection is up, re-attach any consumer or listener that
+        is found detached twice in a row (once may be a restore still in progress), and
+        replace a dead publisher channel."""
+        suspects: set[object] = set()
+        while not self._closed:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            connection = self._connection
+            if connection is None or connection.is_closed or connection.reconnecting:
+                suspects.clear()
+                continue
+            try:
+                await self._repair(suspects)
+            except (*DRIVER_ERRORS, TimeoutError) as e:  # type: ignore[misc]
+                log.info("consumer repair deferred: %r", e)
+
+    async def _repair(self, suspects: set[object]) -> None:
+        watched: list[AmqpConsumer | TopicSubscription] = [
+            *self._consumers,
+            *self._topic_subscriptions,
+        ]
+        for item in watched:
+            if item.cancelled or await item.is_attached():
+                suspects.discard(item)
+            elif item in suspects:
+                suspects.discard(item)
+                await item.reattach()
+            else:
+                suspects.add(item)
+        if self._publisher is not None and self._publisher.is_closed:
+            if self in suspects:
+                suspects.discard(self)
+                assert self._connection is not None
+                self._publisher = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                log.warning("replaced a dead publisher channel")
+            else:
+                suspects.add(self)
+
+    async def _publish(
+        self, channel: AbstractRobustChannel, spec: QueueSpec, body: bytes, priority: int
+    ) -> None:
+        await self._topology.ensure_declared(channel, spec)
+        await wait_ready(channel)
+        properties = aiormq.spec.Basic.Properties(
+            delivery_mode=PERSISTENT,
+            # AMQP priority is an octet; RabbitMQ treats one above x-max-priority as the max.
+            priority=None if spec.max_priority is None else min(max(priority, 0), 255),
+        )
+        # The concrete aiormq Channel: its basic_publish takes `wait`, the abstract one does not.
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+        self._publishing += 1
+        try:
+            # What Exchange.publish does, minus an aio_pika.Message per publish, and with
+            # wait=False: the default waits, holding the channel's lock, until the writer task
+            # has written the frame, so concurrent publishes went out one per loop iteration.
+            # The confirm is still awaited, and the writer queue is bounded (backpressure).
+            await underlay.basic_publish(
+                body, routing_key=spec.name, properties=properties, mandatory=True, wait=False
+            )
+        except aio_pika.exceptions.PublishError:
+            # Returned as unroutable: the queue is gone (deleted, or a fresh node).
+            self._topology.declared.discard(spec.name)
+            raise
+        finally:
+            self._publishing -= 1

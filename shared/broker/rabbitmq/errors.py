@@ -1,0 +1,33 @@
+"""The driver's errors and their translation into the DroneflowError tree."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aio_pika
+
+from shared.errors import BrokerError, BrokerUnavailable
+
+# TimeoutError is an OSError; ChannelInvalidStateError (a RuntimeError) means "channel closed".
+# While a robust connection is down, aio-pika raises a bare RuntimeError ("<Connection …>
+# closed") from channel(): it is the same outage and must reach callers as BrokerUnavailable,
+# or their retry loops die with it.
+DRIVER_ERRORS: tuple[type[Exception], ...] = (
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    RuntimeError,
+)
+# An error a retry cannot fix: a queue redeclared with other arguments.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (aio_pika.exceptions.ChannelPreconditionFailed,)
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """No driver exception leaves the adapter (the port's contract); dramatiq does the same."""
+    try:
+        yield
+    except PERMANENT_ERRORS as e:
+        raise BrokerError(f"RabbitMQ refused: {e}") from None
+    except DRIVER_ERRORS as e:
+        raise BrokerUnavailable(f"RabbitMQ: {type(e).__name__}: {e}") from None
