@@ -1,0 +1,90 @@
+"""What MongoTaskStore keeps in MongoDB: collection names, indexes, projections, and the
+conversion of documents to the port's records."""
+
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from shared.models import ResultRecord, TaskRecord
+
+Document = dict[str, Any]
+
+DEFAULT_DATABASE: Final = "droneflow"
+TASKS: Final = "processingTasks"
+RESULTS: Final = "processingResults"
+LIVE: Final = {"$in": ["pending", "processing"]}
+CANCELLED_MESSAGE: Final = "cancelled by the application"
+EXPIRED_MESSAGE: Final = "no drone took the task within its ttl_s"
+
+# What a task document holds beyond TaskRecord: expires_at (created_at + ttl_s) and
+# deadline_at (delivered_at + timeout_s) make the sweeps index scans; _result is step 1 of
+# save_result (results.py).
+TASK_PROJECTION: Final = {
+    "_id": False,
+    "_result": False,
+    "expires_at": False,
+    "deadline_at": False,
+}
+TASK_WITH_RESULT: Final = {"_id": False, "expires_at": False, "deadline_at": False}
+
+TASK_INDEXES: Final = [
+    # The spec's indexes.
+    IndexModel([("task_id", ASCENDING)], name="ux_task_id", unique=True),
+    IndexModel([("app_id", ASCENDING)], name="ix_app_id"),
+    IndexModel([("drone_id", ASCENDING)], name="ix_drone_id"),
+    IndexModel([("status", ASCENDING)], name="ix_status"),
+    IndexModel([("created_at", ASCENDING)], name="ix_created_at"),
+    # The composites the queries need, as in the SQLite store.
+    IndexModel(
+        [
+            ("drone_id", ASCENDING),
+            ("status", ASCENDING),
+            ("priority", DESCENDING),
+            ("created_at", ASCENDING),
+            ("_id", ASCENDING),
+        ],
+        name="ix_drone_pending",
+    ),
+    IndexModel(
+        [("app_id", ASCENDING), ("idempotency_key", ASCENDING)],
+        name="ux_idempotency",
+        unique=True,
+        # Only documents that have a key: tasks without one must not collide on null.
+        partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    IndexModel([("updated_at", ASCENDING), ("task_id", ASCENDING)], name="ix_updated"),
+    IndexModel(
+        [("app_id", ASCENDING), ("updated_at", ASCENDING), ("task_id", ASCENDING)],
+        name="ix_app_updated",
+    ),
+    IndexModel(
+        [("status", ASCENDING), ("updated_at", ASCENDING), ("task_id", ASCENDING)],
+        name="ix_status_updated",
+    ),
+    # The sweeps. Partial filters cannot say "is null", so these are plain compound indexes
+    # whose leading equality on null skips the rows a sweep does not want.
+    IndexModel([("dispatched_at", ASCENDING), ("updated_at", ASCENDING)], name="ix_undispatched"),
+    IndexModel([("deadline_at", ASCENDING)], name="ix_overdue"),
+    IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)], name="ix_expire"),
+    IndexModel(
+        [("notified_at", ASCENDING), ("finished_at", ASCENDING), ("task_id", ASCENDING)],
+        name="ix_unnotified",
+    ),
+]
+RESULT_INDEXES: Final = [
+    IndexModel([("task_id", ASCENDING)], name="ux_task_id", unique=True),
+    IndexModel([("drone_id", ASCENDING)], name="ix_drone_id"),
+    IndexModel([("timestamp", ASCENDING)], name="ix_timestamp"),
+    IndexModel(
+        [("drone_id", ASCENDING), ("timestamp", ASCENDING), ("_id", ASCENDING)],
+        name="ix_drone_timestamp",
+    ),
+]
+
+
+def task_record(document: Document) -> TaskRecord:
+    return TaskRecord.model_validate(document)
+
+
+def result_record(document: Document) -> ResultRecord:
+    return ResultRecord.model_validate({**document, "result_id": str(document["_id"])})

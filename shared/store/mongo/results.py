@@ -1,0 +1,137 @@
+"""save_result and the reads that finish its work.
+
+save_result spans two documents and MongoDB (standalone) has no transaction, so the write order
+is what keeps it safe:
+
+1. End the task, guarded by status (non-terminal), and embed the result in it as `_result`.
+   This write is the commit point: it decides which result wins and the task is never ended
+   twice, however many writers race.
+2. Upsert the result into processingResults by task_id with `$setOnInsert` of that same
+   document (same ObjectId), so repeating it changes nothing.
+
+A crash between 1 and 2 leaves an ended task whose result is only embedded. Every later
+`save_result` for the task (the broker redelivers the unacked message), `get_result` and
+`unnotified` find the embedded copy and redo step 2, so the result is never lost and never
+differs from the one that ended the task. Inserting the result first instead would leave,
+after a crash or a lost race with `cancel`, a stored result for a task it did not end.
+"""
+
+import contextlib
+
+from bson import ObjectId
+from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from shared.clock import now_iso
+from shared.errors import TaskNotFound
+from shared.models import ResultRecord, TaskRecord
+from shared.store import ResultOutcome
+from shared.store.mongo.documents import (
+    LIVE,
+    TASK_WITH_RESULT,
+    Document,
+    result_record,
+    task_record,
+)
+from shared.store.mongo.transitions import transition
+
+
+async def write_result(
+    tasks: AsyncCollection[Document], results: AsyncCollection[Document], result: ResultRecord
+) -> ResultOutcome:
+    """TaskStore.save_result; the module docstring explains the order of these writes."""
+    result_id = ObjectId(result.result_id) if ObjectId.is_valid(result.result_id) else ObjectId()
+    if str(result_id) != result.result_id:  # not an ObjectId's hex, or not in lower case
+        result = result.model_copy(update={"result_id": str(result_id)})
+    document = {"_id": result_id, **result.model_dump(exclude={"result_id"})}
+    now = now_iso()
+    status, error_code, error_message = (
+        ("completed", None, None)
+        if result.success
+        else ("failed", "drone_error", result.error_message)
+    )
+    task = await transition(
+        tasks,
+        {"task_id": result.task_id, "status": LIVE},
+        {
+            "$set": {
+                "status": status,
+                "error_code": error_code,
+                "error_message": error_message,
+                "finished_at": now,
+                "updated_at": now,
+                "deadline_at": None,
+                "_result": document,
+            }
+        },
+    )
+    if task is not None:
+        await store_result(results, document)
+        return ResultOutcome(task, result, stored=True)
+    ended = await tasks.find_one({"task_id": result.task_id}, TASK_WITH_RESULT)
+    if ended is None:
+        raise TaskNotFound(result.task_id)
+    stored = await results.find_one({"task_id": result.task_id})
+    if stored is None and "_result" in ended:
+        stored = await store_result(results, ended["_result"])  # step 2 of a crashed call
+    ended.pop("_result", None)
+    return ResultOutcome(
+        task_record(ended), None if stored is None else result_record(stored), stored=False
+    )
+
+
+async def read_result(
+    tasks: AsyncCollection[Document], results: AsyncCollection[Document], task_id: str
+) -> ResultRecord | None:
+    """TaskStore.get_result, finishing step 2 of a crashed save_result."""
+    document = await results.find_one({"task_id": task_id})
+    if document is None:
+        ended = await tasks.find_one(
+            {"task_id": task_id, "_result": {"$exists": True}}, {"_result": True}
+        )
+        if ended is None:
+            return None
+        document = await store_result(results, ended["_result"])
+    return result_record(document)
+
+
+async def unnotified_with_results(
+    tasks: AsyncCollection[Document], results: AsyncCollection[Document], limit: int
+) -> list[tuple[TaskRecord, ResultRecord | None]]:
+    """TaskStore.unnotified, finishing step 2 of a crashed save_result."""
+    if limit < 1:
+        return []
+    cursor = (
+        tasks.find({"notified_at": None, "finished_at": {"$type": "string"}}, TASK_WITH_RESULT)
+        .sort([("finished_at", ASCENDING), ("task_id", ASCENDING)])
+        .limit(limit)
+    )
+    ended = [document async for document in cursor]
+    if not ended:
+        return []
+    stored = {
+        document["task_id"]: document
+        async for document in results.find(
+            {"task_id": {"$in": [document["task_id"] for document in ended]}}
+        )
+    }
+    pairs: list[tuple[TaskRecord, ResultRecord | None]] = []
+    for document in ended:
+        embedded = document.pop("_result", None)
+        result = stored.get(document["task_id"])
+        if result is None and embedded is not None:
+            result = await store_result(results, embedded)  # step 2 of a crashed save_result
+        pairs.append((task_record(document), None if result is None else result_record(result)))
+    return pairs
+
+
+async def store_result(results: AsyncCollection[Document], document: Document) -> Document:
+    """Step 2 of save_result: idempotent, whoever runs it and however often."""
+    fields = {key: value for key, value in document.items() if key != "task_id"}
+    # DuplicateKeyError: a concurrent upsert of the same result inserted it first.
+    with contextlib.suppress(DuplicateKeyError):
+        await results.update_one(
+            {"task_id": document["task_id"]}, {"$setOnInsert": fields}, upsert=True
+        )
+    return document

@@ -1,0 +1,384 @@
+"""MongoTaskStore, the adapter: its lifecycle and every TaskStore method."""
+
+from collections.abc import Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Self
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConfigurationError as MongoConfigurationError
+from pymongo.errors import DuplicateKeyError
+
+from shared.clock import format_timestamp, now_iso, parse_timestamp
+from shared.errors import ConfigurationError, StoreError
+from shared.models import ErrorCode, NewTask, ResultRecord, TaskRecord
+from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome, TaskPage
+from shared.store.cursor import decode_cursor, encode_cursor
+from shared.store.mongo.documents import (
+    DEFAULT_DATABASE,
+    LIVE,
+    RESULT_INDEXES,
+    RESULTS,
+    TASK_INDEXES,
+    TASK_PROJECTION,
+    TASKS,
+    Document,
+    result_record,
+    task_record,
+)
+from shared.store.mongo.errors import translated
+from shared.store.mongo.results import (
+    read_result,
+    unnotified_with_results,
+    write_result,
+)
+from shared.store.mongo.transitions import (
+    cancelled_update,
+    claim_update,
+    claimable,
+    expired_update,
+    processing_update,
+    release_update,
+    transition,
+)
+
+
+class MongoTaskStore:
+    """The TaskStore port on MongoDB; `async with MongoTaskStore(url) as store`. The database is
+    `database`, else the URL's default database, else "droneflow". Raises StoreUnavailable for
+    network and server-selection failures, StoreError for other server errors, and
+    TaskNotFound from `save_result` for an unknown task."""
+
+    def __init__(self, url: str, database: str | None = None) -> None:
+        self.url = url
+        self.database = database
+        self._client: AsyncMongoClient[Document] | None = None
+        self._tasks: AsyncCollection[Document]
+        self._results: AsyncCollection[Document]
+
+    @translated
+    async def __aenter__(self) -> Self:
+        try:
+            client: AsyncMongoClient[Document] = AsyncMongoClient(self.url)
+        except (MongoConfigurationError, ValueError) as exc:  # ValueError: a bad host or port
+            raise ConfigurationError(f"DRONEFLOW_STORE_URL: {exc}") from None
+        try:
+            db: AsyncDatabase[Document] = (
+                client[self.database]
+                if self.database
+                else client.get_default_database(default=DEFAULT_DATABASE)
+            )
+            self._tasks = db[TASKS]
+            self._results = db[RESULTS]
+            await self._tasks.create_indexes(TASK_INDEXES)
+            await self._results.create_indexes(RESULT_INDEXES)
+        except BaseException:
+            await client.close()
+            raise
+        self._client = client
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    @translated
+    async def drop_database(self) -> None:
+        """Delete this store's database and everything in it (tests, resets)."""
+        await self._tasks.database.client.drop_database(self._tasks.database.name)
+
+    # --- creating and reading -------------------------------------------------------------
+    @translated
+    async def create_task(self, new: NewTask) -> CreateOutcome:
+        now = now_iso()
+        task = TaskRecord(
+            **new.model_dump(),
+            created_at=now,
+            updated_at=now,
+        )
+        document = task.model_dump()
+        document["expires_at"] = (
+            None
+            if new.ttl_s is None
+            else format_timestamp(parse_timestamp(now) + timedelta(seconds=new.ttl_s))
+        )
+        document["deadline_at"] = None
+        try:
+            await self._tasks.insert_one(document)
+        except DuplicateKeyError:
+            # The idempotency key is taken, or the same task_id was retried.
+            existing = None
+            if new.idempotency_key is not None:
+                existing = await self._tasks.find_one(
+                    {"app_id": new.app_id, "idempotency_key": new.idempotency_key},
+                    TASK_PROJECTION,
+                )
+            if existing is None:
+                existing = await self._tasks.find_one({"task_id": new.task_id}, TASK_PROJECTION)
+            if existing is None:
+                raise StoreError(f"task {new.task_id} was neither inserted nor found") from None
+            return CreateOutcome(task_record(existing), created=False)
+        return CreateOutcome(task, created=True)
+
+    @translated
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        document = await self._tasks.find_one({"task_id": task_id}, TASK_PROJECTION)
+        return None if document is None else task_record(document)
+
+    @translated
+    async def pending_for_drone(self, drone_id: str, limit: int) -> list[TaskRecord]:
+        if limit < 1:  # limit(0) means "no limit" to MongoDB
+            return []
+        cursor = (
+            self._tasks.find({"drone_id": drone_id, "status": "pending"}, TASK_PROJECTION)
+            .sort([("priority", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [task_record(document) async for document in cursor]
+
+    @translated
+    async def list_tasks(
+        self,
+        *,
+        app_id: str | None,
+        status: str | None,
+        updated_since: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> TaskPage:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query: Document = {}
+        if app_id is not None:
+            query["app_id"] = app_id
+        if status is not None:
+            query["status"] = status
+        if updated_since is not None:
+            query["updated_at"] = {"$gte": updated_since}
+        if cursor is not None:
+            updated_at, task_id = decode_cursor(cursor)
+            query["$or"] = [
+                {"updated_at": {"$gt": updated_at}},
+                {"updated_at": updated_at, "task_id": {"$gt": task_id}},
+            ]
+        found = (
+            self._tasks.find(query, TASK_PROJECTION)
+            .sort([("updated_at", ASCENDING), ("task_id", ASCENDING)])
+            .limit(limit + 1)
+        )
+        tasks = [task_record(document) async for document in found]
+        if len(tasks) <= limit:
+            return TaskPage(tasks, None)
+        del tasks[limit:]
+        return TaskPage(tasks, encode_cursor(tasks[-1].updated_at, tasks[-1].task_id))
+
+    @translated
+    async def get_result(self, task_id: str) -> ResultRecord | None:
+        return await read_result(self._tasks, self._results, task_id)
+
+    @translated
+    async def results_for_drone(self, drone_id: str, limit: int) -> list[ResultRecord]:
+        if limit < 1:
+            return []
+        cursor = (
+            self._results.find({"drone_id": drone_id})
+            .sort([("timestamp", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [result_record(document) async for document in cursor]
+
+    # --- dispatch and delivery ------------------------------------------------------------
+    @translated
+    async def mark_dispatched(self, task_id: str) -> TaskRecord | None:
+        return await transition(
+            self._tasks,
+            {"task_id": task_id, "delivery": "queued", "status": LIVE},
+            {"$set": {"dispatched_at": now_iso()}},
+        )
+
+    @translated
+    async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
+        if limit < 1:
+            return []
+        cursor = (
+            self._tasks.find(
+                {
+                    "dispatched_at": None,
+                    "updated_at": {"$lt": older_than},
+                    "delivery": "queued",
+                    "status": LIVE,
+                },
+                TASK_PROJECTION,
+            )
+            .sort("updated_at", ASCENDING)
+            .limit(limit)
+        )
+        return [task_record(document) async for document in cursor]
+
+    @translated
+    async def routed_before(self, routed_before: str, limit: int) -> list[TaskRecord]:
+        if limit < 1:
+            return []
+        cursor = (
+            self._tasks.find(
+                {
+                    "dispatched_at": {"$lt": routed_before, "$ne": None},
+                    "delivery": "queued",
+                    "status": LIVE,
+                },
+                TASK_PROJECTION,
+            )
+            .sort("dispatched_at", ASCENDING)
+            .limit(limit)
+        )
+        return [task_record(document) async for document in cursor]
+
+    @translated
+    async def reset_dispatch(self) -> int:
+        outcome = await self._tasks.update_many(
+            {"dispatched_at": {"$ne": None}, "delivery": "queued", "status": LIVE},
+            {"$set": {"dispatched_at": None}},
+        )
+        return outcome.modified_count
+
+    @translated
+    async def claim(self, task_id: str, drone_id: str) -> TaskRecord | None:
+        now = now_iso()
+        return await transition(self._tasks, claimable(task_id, drone_id, now), claim_update(now))
+
+    @translated
+    async def release(
+        self,
+        task_id: str,
+        drone_id: str,
+        *,
+        reason: ErrorCode | None = None,
+        attempt: int | None = None,
+    ) -> TaskRecord | None:
+        return await self._release(task_id, drone_id, reason, attempt)
+
+    async def _release(
+        self, task_id: str, drone_id: str, reason: ErrorCode | None, attempt: int | None = None
+    ) -> TaskRecord | None:
+        update = release_update(reason)
+        held: dict[str, object] = {
+            "task_id": task_id,
+            "drone_id": drone_id,
+            "delivery": "delivered",
+            "status": LIVE,
+        }
+        if attempt is not None:
+            held["attempts"] = attempt
+        return await transition(self._tasks, held, update)
+
+    @translated
+    async def release_drone(self, drone_id: str) -> list[TaskRecord]:
+        held = self._tasks.find(
+            {"drone_id": drone_id, "delivery": "delivered", "status": LIVE}, {"task_id": True}
+        )
+        released = []
+        async for document in held:
+            task = await self._release(document["task_id"], drone_id, None)
+            if task is not None:
+                released.append(task)
+        return released
+
+    @translated
+    async def overdue(self, now: str, limit: int) -> list[TaskRecord]:
+        if limit < 1:
+            return []
+        cursor = (
+            self._tasks.find(
+                {"deadline_at": {"$lt": now}, "delivery": "delivered", "status": LIVE},
+                TASK_PROJECTION,
+            )
+            .sort("deadline_at", ASCENDING)
+            .limit(limit)
+        )
+        return [task_record(document) async for document in cursor]
+
+    @translated
+    async def expire(self, now: str, limit: int) -> list[TaskRecord]:
+        if limit < 1:
+            return []
+        stale = {"status": "pending", "delivery": "queued", "expires_at": {"$lt": now}}
+        candidates = (
+            self._tasks.find(stale, {"task_id": True}).sort("expires_at", ASCENDING).limit(limit)
+        )
+        changed_at = now_iso()
+        expired = []
+        async for document in candidates:
+            # The filter is checked again: a drone may have claimed it since the find.
+            task = await transition(
+                self._tasks,
+                {**stale, "task_id": document["task_id"]},
+                expired_update(changed_at),
+            )
+            if task is not None:
+                expired.append(task)
+        # Oldest task first, as the SQLite store returns them (candidates come by expires_at).
+        return sorted(expired, key=lambda task: (task.created_at, task.task_id))
+
+    # --- drone reports ----------------------------------------------------------------------
+    @translated
+    async def apply_status(self, task_id: str, drone_id: str, status: str) -> StatusOutcome:
+        if status != "processing":
+            return StatusOutcome("invalid", None)
+        task = await transition(
+            self._tasks,
+            {"task_id": task_id, "drone_id": drone_id, "status": LIVE},
+            processing_update(),
+        )
+        if task is not None:
+            return StatusOutcome("applied", task)
+        task = await self.get_task(task_id)
+        if task is None:
+            return StatusOutcome("not_found", None)
+        if task.drone_id != drone_id:
+            return StatusOutcome("not_yours", task)
+        return StatusOutcome("ignored", task)
+
+    @translated
+    async def save_result(self, result: ResultRecord) -> ResultOutcome:
+        return await write_result(self._tasks, self._results, result)
+
+    @translated
+    async def cancel(self, task_id: str) -> CancelOutcome | None:
+        now = now_iso()
+        # `delivery` is left as it was, so the returned task still says whether a drone held it.
+        task = await transition(
+            self._tasks,
+            {"task_id": task_id, "status": LIVE},
+            cancelled_update(now),
+        )
+        if task is not None:
+            return CancelOutcome(task, cancelled=True, was_delivered=task.delivery == "delivered")
+        task = await self.get_task(task_id)
+        if task is None:
+            return None
+        return CancelOutcome(task, cancelled=False, was_delivered=False)
+
+    # --- notification bookkeeping ----------------------------------------------------------
+    @translated
+    async def mark_notified(self, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            await self._tasks.update_many(
+                {
+                    "task_id": {"$in": list(task_ids)},
+                    "notified_at": None,
+                    "finished_at": {"$type": "string"},
+                },
+                {"$set": {"notified_at": now_iso()}},
+            )
+
+    @translated
+    async def unnotified(self, limit: int) -> list[tuple[TaskRecord, ResultRecord | None]]:
+        return await unnotified_with_results(self._tasks, self._results, limit)

@@ -1,0 +1,149 @@
+"""Task transitions: each is one `find_one_and_update` whose filter is the precondition, and
+the pipeline updates whose new values depend on the old ones."""
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+
+from shared.clock import now_iso, parse_timestamp
+from shared.models import ErrorCode, TaskRecord
+from shared.store.mongo.documents import (
+    CANCELLED_MESSAGE,
+    EXPIRED_MESSAGE,
+    LIVE,
+    TASK_PROJECTION,
+    Document,
+    task_record,
+)
+
+
+async def transition(
+    tasks: AsyncCollection[Document], precondition: Document, update: Document | list[Document]
+) -> TaskRecord | None:
+    """The task after the update, or None when no task met the precondition."""
+    document = await tasks.find_one_and_update(
+        precondition,
+        update,
+        projection=TASK_PROJECTION,
+        return_document=ReturnDocument.AFTER,
+    )
+    return None if document is None else task_record(document)
+
+
+def claimable(task_id: str, drone_id: str, now: str) -> Document:
+    # A pending task past its ttl is refused, as `expire` will fail it; one a drone
+    # already started (processing) has outlived its ttl on purpose.
+    return {
+        "task_id": task_id,
+        "drone_id": drone_id,
+        "delivery": "queued",
+        "status": LIVE,
+        "$or": [
+            {"status": "processing"},
+            {"expires_at": None},
+            {"expires_at": {"$gte": now}},
+        ],
+    }
+
+
+def claim_update(now: str) -> list[Document]:
+    """Delivered at `now`: one more attempt, and the deadline `timeout_s` later."""
+    moment = parse_timestamp(now)
+    # timeout_s in whole milliseconds, halves rounded up as SQLite's printf('%.3f') does:
+    # $round rounds halves to even, and 1.0005 * 1000 is 1000.4999… in binary, so round
+    # the decimal value instead.
+    timeout_ms = {
+        "$toLong": {"$floor": {"$add": [{"$multiply": [{"$toDecimal": "$timeout_s"}, 1000]}, 0.5]}}
+    }
+    deadline = {
+        "$cond": [
+            {"$isNumber": "$timeout_s"},
+            {
+                "$dateToString": {
+                    "format": "%Y-%m-%dT%H:%M:%S.%LZ",
+                    "date": {"$add": [moment, timeout_ms]},
+                }
+            },
+            None,
+        ]
+    }
+    return [
+        {
+            "$set": {
+                "delivery": "delivered",
+                "attempts": {"$add": ["$attempts", 1]},
+                "delivered_at": {"$literal": now},
+                "updated_at": {"$literal": now},
+                "deadline_at": deadline,
+            }
+        }
+    ]
+
+
+def release_update(reason: ErrorCode | None) -> list[Document]:
+    """Back to `queued`, or failed with `max_attempts` when the attempts are used up."""
+    now = {"$literal": now_iso()}
+    give_up = {"$gte": ["$attempts", "$max_attempts"]}
+    message = {
+        "$concat": [
+            "no result after ",
+            {"$toString": "$attempts"},
+            " attempt(s)",
+            {"$literal": "" if reason is None else f" (last: {reason})"},
+        ]
+    }
+    # A $set stage computes every field from the document as it was before the stage.
+    return [
+        {
+            "$set": {
+                "status": {"$cond": [give_up, "failed", "$status"]},
+                "error_code": {"$cond": [give_up, "max_attempts", "$error_code"]},
+                "error_message": {"$cond": [give_up, message, "$error_message"]},
+                "finished_at": {"$cond": [give_up, now, "$finished_at"]},
+                "delivery": "queued",
+                "dispatched_at": None,
+                "deadline_at": None,
+                "updated_at": now,
+            }
+        }
+    ]
+
+
+def processing_update() -> list[Document]:
+    """Status `processing`; `started_at` is kept from the first report."""
+    now = {"$literal": now_iso()}
+    return [
+        {
+            "$set": {
+                "status": "processing",
+                "started_at": {"$ifNull": ["$started_at", now]},
+                "updated_at": now,
+            }
+        }
+    ]
+
+
+def expired_update(now: str) -> Document:
+    """Failed with `expired`: no drone took the pending task within its ttl_s."""
+    return {
+        "$set": {
+            "status": "failed",
+            "error_code": "expired",
+            "error_message": EXPIRED_MESSAGE,
+            "finished_at": now,
+            "updated_at": now,
+        }
+    }
+
+
+def cancelled_update(now: str) -> Document:
+    """Cancelled by the application; `delivery` is not touched."""
+    return {
+        "$set": {
+            "status": "cancelled",
+            "error_code": "cancelled",
+            "error_message": CANCELLED_MESSAGE,
+            "finished_at": now,
+            "updated_at": now,
+            "deadline_at": None,
+        }
+    }
