@@ -9,10 +9,9 @@ import orjson
 
 from gateway.connections import DroneSession, Registry
 from shared.broker.memory import InMemoryBroker
-from shared.ids import new_task_id
-from shared.models import NewTask
 from shared.protocol import Queues
 from shared.store.sqlite import SQLiteTaskStore
+from tests.builders import a_new_task
 
 
 class RecordingSocket:
@@ -35,8 +34,8 @@ async def test_reconcile_drops_a_held_task_the_store_released_without_telling_us
         session = DroneSession("D1", socket, 1, broker, store, queues)  # type: ignore[arg-type]
         registry.drones["D1"] = session
         timed_out, still_running = (
-            (await store.create_task(_new(timeout_s=0.05))).task,
-            (await store.create_task(_new(timeout_s=0.05))).task,
+            (await store.create_task(a_new_task(timeout_s=0.05))).task,
+            (await store.create_task(a_new_task(timeout_s=0.05))).task,
         )
         # Given two tasks the drone holds, both past their in-progress deadline
         for task in (timed_out, still_running):
@@ -56,14 +55,3 @@ async def test_reconcile_drops_a_held_task_the_store_released_without_telling_us
     assert socket.frames == [
         {"type": "task_cancelled", "task_id": timed_out.task_id, "reason": "timeout"}
     ]
-
-
-def _new(**options: Any) -> NewTask:
-    return NewTask(
-        task_id=new_task_id(),
-        app_id="A1",
-        drone_id="D1",
-        task_type="t",
-        input_data={},
-        **options,
-    )

@@ -11,26 +11,15 @@ from gateway.deps import GatewayState
 from gateway.routes.ws import _report_result
 from shared.broker.memory import InMemoryBroker
 from shared.errors import BrokerUnavailable
-from shared.ids import new_task_id
-from shared.models import NewTask
 from shared.settings import Settings
 from shared.store.sqlite import SQLiteTaskStore
+from tests.builders import a_new_task
 from tests.e2e.clients import result_message
 
 
 class SilentSocket:
     async def send_text(self, text: str) -> None:
         pass
-
-
-def _new() -> NewTask:
-    return NewTask(
-        task_id=new_task_id(),
-        app_id="App1",
-        drone_id="D1",
-        task_type="image_analysis",
-        input_data={},
-    )
 
 
 async def test_result_after_cancel_is_acknowledged_while_the_broker_is_down(
@@ -43,8 +32,8 @@ async def test_result_after_cancel_is_acknowledged_while_the_broker_is_down(
         state = GatewayState(settings, broker, store, registry)
         session = DroneSession("D1", SilentSocket(), 1, broker, store, settings.queues)  # type: ignore[arg-type]
         cancelled, live = (
-            (await store.create_task(_new())).task,
-            (await store.create_task(_new())).task,
+            (await store.create_task(a_new_task())).task,
+            (await store.create_task(a_new_task())).task,
         )
         for task in (cancelled, live):
             assert await store.claim(task.task_id, "D1") is not None
