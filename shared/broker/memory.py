@@ -47,9 +47,22 @@ class _Queue:
 
 
 class _Consumer:
-    """A consumer of one queue; also its Subscription."""
+    """A consumer of one queue; also its Subscription.
 
-    __slots__ = ("_broker", "cancelled", "handler", "in_ready", "prefetch", "queue", "running")
+    Its handlers run on worker tasks that stay for the next message instead of a task per
+    delivery: a worker that finishes waits on a future in `idle`, and a hand-over resolves it.
+    There are never more workers than `prefetch`."""
+
+    __slots__ = (
+        "_broker",
+        "cancelled",
+        "handler",
+        "idle",
+        "in_ready",
+        "prefetch",
+        "queue",
+        "running",
+    )
 
     def __init__(self, broker: "InMemoryBroker", queue: _Queue, handler: Handler, prefetch: int):
         self._broker = broker
@@ -59,6 +72,7 @@ class _Consumer:
         self.running = 0
         self.in_ready = False
         self.cancelled = False
+        self.idle: list[asyncio.Future[_MemoryDelivery | None]] = []
 
     async def cancel(self) -> None:
         # Synchronous inside, so a handler may cancel its own consumer without waiting on itself.
@@ -246,12 +260,40 @@ class InMemoryBroker:
                 ready.append(consumer)
             else:
                 consumer.in_ready = False
-            self._spawn(self._run_handler(consumer, _MemoryDelivery(self, q, message)))
+            self._hand_over(consumer, _MemoryDelivery(self, q, message))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _hand_over(self, consumer: _Consumer, delivery: _MemoryDelivery) -> None:
+        idle = consumer.idle
+        while idle:
+            waiter = idle.pop()
+            if not waiter.done():  # a worker cancelled at shutdown leaves its waiter behind
+                waiter.set_result(delivery)
+                return
+        self._spawn(self._work(consumer, delivery))
+
+    async def _work(self, consumer: _Consumer, first: _MemoryDelivery) -> None:
+        delivery: _MemoryDelivery | None = first
+        loop = asyncio.get_running_loop()
+        while delivery is not None:
+            try:
+                await self._run_handler(consumer, delivery)
+            except BaseException:
+                self._release(consumer)
+                raise
+            if consumer.cancelled:
+                self._release(consumer)
+                return
+            # Wait for the next message before the slot is given up, so that the hand-over the
+            # release may make right away finds this worker.
+            waiter: asyncio.Future[_MemoryDelivery | None] = loop.create_future()
+            consumer.idle.append(waiter)
+            self._release(consumer)
+            delivery = await waiter
 
     async def _run_handler(self, consumer: _Consumer, delivery: _MemoryDelivery) -> None:
         try:
@@ -272,8 +314,6 @@ class InMemoryBroker:
             raise
         else:
             delivery.settled = True
-        finally:
-            self._release(consumer)
 
     def _release(self, consumer: _Consumer) -> None:
         consumer.running -= 1
@@ -295,6 +335,10 @@ class InMemoryBroker:
             consumer.in_ready = False
             # O(consumers of this queue), once per cancel; a queue rarely has more than a few.
             consumer.queue.ready.remove(consumer)
+        idle, consumer.idle = consumer.idle, []
+        for waiter in idle:
+            if not waiter.done():
+                waiter.set_result(None)  # its worker ends
 
     def _requeue(self, q: _Queue, message: _Message) -> None:
         message.redelivered = True
