@@ -10,6 +10,7 @@ from shared.ids import is_valid_client_id, new_object_id, new_task_id
 from shared.models import ResultRecord, TaskRecord
 from shared.protocol import (
     CreateTaskRequest,
+    DroneEvent,
     DroneResult,
     Queues,
     WsTaskRequest,
@@ -187,3 +188,21 @@ def test_settings_reject_an_unknown_auth_mode(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DRONEFLOW_AUTH", "magic")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_drone_event_envelope_round_trips_and_tolerates_another_versions_fields() -> None:
+    result = DroneResult(task_id="task_1", success=True, result_data={"n": 1})
+    event = DroneEvent(
+        kind="result", drone_id="D1", app_id="A1", received_at=now_iso(), result=result
+    )
+    assert DroneEvent.decode(event.encode()) == event
+    # An envelope from an older service lacks a field; one from a newer service has an extra
+    # one. Both still decode, through validation instead of the trusted fast path.
+    older = orjson.loads(event.encode())
+    del older["result"]["timestamp"]
+    assert DroneEvent.decode(orjson.dumps(older)).result == result
+    newer = orjson.loads(event.encode())
+    newer["result"]["confidence"] = 0.9
+    newer["trace_id"] = "x"
+    decoded = DroneEvent.decode(orjson.dumps(newer))
+    assert decoded.result == result and decoded.drone_id == "D1"
