@@ -293,6 +293,12 @@ class InMemoryBroker:
             waiter: asyncio.Future[_MemoryDelivery | None] = loop.create_future()
             consumer.idle.append(waiter)
             self._release(consumer)
+            if waiter.done():
+                # The release handed this worker the next message at once. Awaiting a done
+                # future does not yield, so without this a handler that requeues its message
+                # (a drone session with no free slot) would spin without ever letting the
+                # event loop run what frees the slot.
+                await asyncio.sleep(0)
             delivery = await waiter
 
     async def _run_handler(self, consumer: _Consumer, delivery: _MemoryDelivery) -> None:

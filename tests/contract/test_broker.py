@@ -193,6 +193,32 @@ async def test_broker_reject_requeue_redelivers_in_place(
     assert inbox.redelivered == [False, True, False, False]
 
 
+async def test_broker_handler_that_keeps_requeueing_lets_the_event_loop_run(
+    broker: Broker, unique_queues: Queues
+) -> None:
+    # A drone session with no free slot hands each delivery back until its pause takes effect,
+    # and the pause is other work on the same event loop: it must get to run.
+    queue = unique_queues.drone("d1")
+    other_work_ran = asyncio.Event()
+    settled = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        if other_work_ran.is_set():
+            await delivery.ack()
+            settled.set()
+        else:
+            await delivery.reject(requeue=True)
+
+    async def other_work() -> None:
+        other_work_ran.set()
+
+    await broker.consume(queue, handler, prefetch=1)
+    await broker.publish(queue, b"a")
+    other = asyncio.create_task(other_work())
+    await asyncio.wait_for(settled.wait(), 10)
+    await other
+
+
 async def test_broker_reject_without_requeue_dead_letters(
     broker: Broker, unique_queues: Queues
 ) -> None:
