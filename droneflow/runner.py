@@ -4,7 +4,8 @@ module that imports every service."""
 import asyncio
 import contextlib
 import logging
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
+from typing import Final
 
 import uvicorn
 from prometheus_client import start_http_server
@@ -13,11 +14,14 @@ from dispatcher.service import Dispatcher
 from gateway.app import create_app
 from result_writer.service import ResultWriter
 from shared.broker import Broker
+from shared.errors import TRANSIENT_ERRORS
 from shared.settings import Settings
 from shared.store import TaskStore
 from shared.wiring import build_broker, build_store
 
 log = logging.getLogger(__name__)
+
+RESTART_PAUSE_S: Final = 1.0
 
 
 class _Server(uvicorn.Server):
@@ -70,9 +74,31 @@ async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
             await asyncio.gather(*services)
 
 
+async def _supervised(name: str, start: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run a service of the distributed deployment, and start it over while its broker or store
+    is unreachable, until `stop`. A service (re)started during a RabbitMQ restart would
+    otherwise exit, because a robust connection recovers only once it has been made and a
+    consumer set up on it."""
+    while True:
+        try:
+            await start()
+            return
+        except TRANSIENT_ERRORS as exc:
+            log.warning(
+                "%s could not start: %s; trying again in %.0f s", name, exc, RESTART_PAUSE_S
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RESTART_PAUSE_S)
+        if stop.is_set():
+            return
+
+
 async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
-    async with build_broker(settings) as broker, build_store(settings) as store:
-        await _serve_http(_uvicorn_server(settings, broker, store), stop)
+    async def start() -> None:
+        async with build_broker(settings) as broker, build_store(settings) as store:
+            await _serve_http(_uvicorn_server(settings, broker, store), stop)
+
+    await _supervised("gateway", start, stop)
 
 
 def _serve_metrics(settings: Settings) -> None:
@@ -82,12 +108,18 @@ def _serve_metrics(settings: Settings) -> None:
 
 
 async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
+    async def start() -> None:
+        async with build_broker(settings) as broker, build_store(settings) as store:
+            await Dispatcher(settings, broker, store).run(stop)
+
     _serve_metrics(settings)
-    async with build_broker(settings) as broker, build_store(settings) as store:
-        await Dispatcher(settings, broker, store).run(stop)
+    await _supervised("dispatcher", start, stop)
 
 
 async def run_result_writer(settings: Settings, stop: asyncio.Event) -> None:
+    async def start() -> None:
+        async with build_broker(settings) as broker, build_store(settings) as store:
+            await ResultWriter(settings, broker, store).run(stop)
+
     _serve_metrics(settings)
-    async with build_broker(settings) as broker, build_store(settings) as store:
-        await ResultWriter(settings, broker, store).run(stop)
+    await _supervised("result writer", start, stop)

@@ -5,6 +5,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -14,13 +15,49 @@ from gateway.connections import Registry
 from gateway.deps import GatewayState
 from gateway.limits import BodySizeLimit
 from gateway.routes import rest, ws
-from shared.broker import Broker
+from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
 from shared.protocol import ControlMessage
 from shared.settings import Settings
 from shared.store import TaskStore
 
 log = logging.getLogger(__name__)
+
+CONTROL_SUBSCRIBE_WAIT_S: Final = 2.0
+
+
+async def _subscribe_control(
+    broker: Broker, settings: Settings, registry: Registry
+) -> Subscription:
+    async def on_control(body: bytes) -> None:
+        message = ControlMessage.model_validate_json(body)
+        await registry.on_control(message.kind, message.task_id, message.drone_id)
+
+    # A gateway started while RabbitMQ restarts serves without the control topic until it can
+    # subscribe; meanwhile reconcile_held frees drones' slots from the store.
+    while True:
+        try:
+            return await broker.subscribe(settings.queues.control, on_control)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("control topic unavailable: %s; trying again", exc)
+        await asyncio.sleep(settings.sweep_interval_s)
+
+
+async def _reconcile_forever(registry: Registry, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await registry.reconcile_held()
+        except TRANSIENT_ERRORS as exc:
+            log.warning("held-task check skipped: %s", exc)
+
+
+async def _stop_control(control: "asyncio.Task[Subscription]") -> None:
+    if control.done() and not control.cancelled() and control.exception() is None:
+        await control.result().cancel()
+    else:
+        control.cancel()
+        await asyncio.gather(control, return_exceptions=True)
 
 
 def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
@@ -29,26 +66,16 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async def on_control(body: bytes) -> None:
-            message = ControlMessage.model_validate_json(body)
-            await registry.on_control(message.kind, message.task_id, message.drone_id)
-
-        async def reconcile_forever() -> None:
-            while True:
-                await asyncio.sleep(settings.sweep_interval_s)
-                try:
-                    await registry.reconcile_held()
-                except TRANSIENT_ERRORS as exc:
-                    log.warning("held-task check skipped: %s", exc)
-
-        control = await broker.subscribe(settings.queues.control, on_control)
-        reconciler = asyncio.create_task(reconcile_forever())
+        control = asyncio.create_task(_subscribe_control(broker, settings, registry))
+        # Subscribed before the first request as a rule; in the background only while it fails.
+        await asyncio.wait({control}, timeout=CONTROL_SUBSCRIBE_WAIT_S)
+        reconciler = asyncio.create_task(_reconcile_forever(registry, settings.sweep_interval_s))
         try:
             yield
         finally:
             reconciler.cancel()
             await asyncio.gather(reconciler, return_exceptions=True)
-            await control.cancel()
+            await _stop_control(control)
             await registry.notified.flush()
 
     app = FastAPI(title="droneflow", version="0.1.0", lifespan=lifespan)
