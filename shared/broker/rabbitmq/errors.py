@@ -10,13 +10,15 @@ from shared.errors import BrokerError, BrokerUnavailable
 # TimeoutError is an OSError; ChannelInvalidStateError (a RuntimeError) means "channel closed".
 # While a robust connection is down, aio-pika raises a bare RuntimeError ("<Connection …>
 # closed") from channel(): it is the same outage and must reach callers as BrokerUnavailable,
-# or their retry loops die with it.
+# or their retry loops die with it. aiormq raises StopAsyncIteration from connect() when the
+# server closes the socket during the handshake, as a node that is stopping or booting does.
 DRIVER_ERRORS: tuple[type[Exception], ...] = (
     aio_pika.exceptions.AMQPError,
     aio_pika.exceptions.ChannelInvalidStateError,
     ConnectionError,
     OSError,
     RuntimeError,
+    StopAsyncIteration,
 )
 # An error a retry cannot fix: a queue redeclared with other arguments.
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (aio_pika.exceptions.ChannelPreconditionFailed,)
