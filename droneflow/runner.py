@@ -74,14 +74,20 @@ async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
             await asyncio.gather(*services)
 
 
-async def _supervised(name: str, start: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
-    """Run a service of the distributed deployment, and start it over while its broker or store
-    is unreachable, until `stop`. A service (re)started during a RabbitMQ restart would
-    otherwise exit, because a robust connection recovers only once it has been made and a
-    consumer set up on it."""
+async def _supervised(
+    name: str,
+    settings: Settings,
+    stop: asyncio.Event,
+    serve: Callable[[Broker, TaskStore], Awaitable[None]],
+) -> None:
+    """Run one service of the distributed deployment on fresh adapters, and start it over while
+    its broker or store is unreachable, until `stop`. A service (re)started during a RabbitMQ
+    restart would otherwise exit, because a robust connection recovers only once it has been
+    made and a consumer set up on it."""
     while True:
         try:
-            await start()
+            async with build_broker(settings) as broker, build_store(settings) as store:
+                await serve(broker, store)
             return
         except TRANSIENT_ERRORS as exc:
             log.warning(
@@ -94,11 +100,10 @@ async def _supervised(name: str, start: Callable[[], Awaitable[None]], stop: asy
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
-    async def start() -> None:
-        async with build_broker(settings) as broker, build_store(settings) as store:
-            await _serve_http(_uvicorn_server(settings, broker, store), stop)
+    async def serve(broker: Broker, store: TaskStore) -> None:
+        await _serve_http(_uvicorn_server(settings, broker, store), stop)
 
-    await _supervised("gateway", start, stop)
+    await _supervised("gateway", settings, stop, serve)
 
 
 def _serve_metrics(settings: Settings) -> None:
@@ -108,18 +113,20 @@ def _serve_metrics(settings: Settings) -> None:
 
 
 async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
-    async def start() -> None:
-        async with build_broker(settings) as broker, build_store(settings) as store:
-            await Dispatcher(settings, broker, store).run(stop)
-
     _serve_metrics(settings)
-    await _supervised("dispatcher", start, stop)
+    await _supervised(
+        "dispatcher",
+        settings,
+        stop,
+        lambda broker, store: Dispatcher(settings, broker, store).run(stop),
+    )
 
 
 async def run_result_writer(settings: Settings, stop: asyncio.Event) -> None:
-    async def start() -> None:
-        async with build_broker(settings) as broker, build_store(settings) as store:
-            await ResultWriter(settings, broker, store).run(stop)
-
     _serve_metrics(settings)
-    await _supervised("result writer", start, stop)
+    await _supervised(
+        "result writer",
+        settings,
+        stop,
+        lambda broker, store: ResultWriter(settings, broker, store).run(stop),
+    )
