@@ -107,7 +107,7 @@ class _Checkpointer:
         try:
             connection = sqlite3.connect(self._path, isolation_level=None)
         except sqlite3.Error:
-            log.warning("no checkpoint connection to %s; the WAL grows until restart", self._path)
+            log.warning("no checkpoint connection to %s; the writer checkpoints alone", self._path)
             return
         try:
             while True:
