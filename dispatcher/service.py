@@ -111,7 +111,7 @@ class Dispatcher:
                 continue
             TASKS_RELEASED.labels(reason="timeout").inc()
             control = ControlMessage(kind="timeout", task_id=task.task_id, drone_id=task.drone_id)
-            await self.broker.broadcast(self.queues.control, control.model_dump_json().encode())
+            await self.broker.broadcast(self.queues.control, control.encode())
             await after_release(self.broker, self.queues, released, "timeout")
             acted += 1
         return acted

@@ -30,7 +30,7 @@ async def _subscribe_control(
     broker: Broker, settings: Settings, registry: Registry
 ) -> Subscription:
     async def on_control(body: bytes) -> None:
-        message = ControlMessage.model_validate_json(body)
+        message = ControlMessage.decode(body)
         await registry.on_control(message.kind, message.task_id, message.drone_id)
 
     # A gateway started while RabbitMQ restarts serves without the control topic until it can

@@ -8,7 +8,7 @@ from shared.errors import BrokerUnavailable, TaskAlreadyFinished, TaskNotFound
 from shared.ids import new_task_id
 from shared.metrics import TASKS_SUBMITTED
 from shared.models import NewTask, TaskRecord, construct_trusted
-from shared.protocol import ControlMessage, CreateTaskRequest, Queues, WsTaskRequest
+from shared.protocol import ControlMessage, Queues, TaskRequest
 from shared.settings import Settings
 from shared.store import CreateOutcome, TaskStore
 
@@ -22,9 +22,7 @@ class TaskService:
         self.store = store
         self.queues: Queues = settings.queues
 
-    async def submit(
-        self, app_id: str, request: CreateTaskRequest | WsTaskRequest
-    ) -> CreateOutcome:
+    async def submit(self, app_id: str, request: TaskRequest) -> CreateOutcome:
         # Every field comes from a request validated at the edge.
         new = construct_trusted(
             NewTask,
@@ -62,6 +60,6 @@ class TaskService:
         task = outcome.task
         if outcome.was_delivered:
             message = ControlMessage(kind="cancelled", task_id=task_id, drone_id=task.drone_id)
-            await self.broker.broadcast(self.queues.control, message.model_dump_json().encode())
+            await self.broker.broadcast(self.queues.control, message.encode())
         await notify_status(self.broker, self.queues, task)
         return task

@@ -72,22 +72,21 @@ class TaskOptions(_Inbound):
     idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
 
-class CreateTaskRequest(TaskOptions):
-    app_id: ClientId
-    drone_id: ClientId
-    task_type: Annotated[str, Field(min_length=1, max_length=128)]
-    input_data: dict[str, JsonValue]
-    priority: Priority = DEFAULT_PRIORITY
-
-
-class WsTaskRequest(TaskOptions):
-    """An application's `processing_task` data: the path names the app, so app_id is optional."""
+class TaskRequest(TaskOptions):
+    """A task as an application submits it. In a `processing_task` frame the socket's path names
+    the application, so app_id is optional there."""
 
     app_id: ClientId | None = None
     drone_id: ClientId
     task_type: Annotated[str, Field(min_length=1, max_length=128)]
     input_data: dict[str, JsonValue]
     priority: Priority = DEFAULT_PRIORITY
+
+
+class CreateTaskRequest(TaskRequest):
+    # The REST body names its application. No docstring: it would become the schema's
+    # description in /openapi.json.
+    app_id: ClientId
 
 
 class CreateTaskResponse(BaseModel):
@@ -319,3 +318,11 @@ class ControlMessage(BaseModel):
     kind: Literal["cancelled", "timeout"]
     task_id: str
     drone_id: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"kind": self.kind, "task_id": self.task_id, "drone_id": self.drone_id})
+
+    @classmethod
+    def decode(cls, body: bytes) -> "ControlMessage":
+        # Rare (a cancel or a timeout of a delivered task), so validated on every hop.
+        return cls.model_validate_json(body)

@@ -42,7 +42,7 @@ from shared.protocol import (
     DroneEvent,
     DroneResult,
     DroneStatusUpdate,
-    WsTaskRequest,
+    TaskRequest,
     encode,
     error_frame,
     welcome_frame,
@@ -206,7 +206,7 @@ async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDe
 
 
 async def _submit(state: GatewayState, app_id: str, frame: dict[str, Any]) -> str | None:
-    request = _validate(WsTaskRequest, frame.get("data"), PROCESSING_TASK)
+    request = _validate(TaskRequest, frame.get("data"), PROCESSING_TASK)
     if request.app_id is not None and request.app_id != app_id:
         raise FrameError(ERR_ID_MISMATCH, "data.app_id must match the application id of the path")
     outcome = await state.tasks.submit(app_id, request)

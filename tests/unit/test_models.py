@@ -13,7 +13,7 @@ from shared.protocol import (
     DroneEvent,
     DroneResult,
     Queues,
-    WsTaskRequest,
+    TaskRequest,
     drone_task_frame,
     result_received_frame,
     status_update_frame,
@@ -72,8 +72,7 @@ def test_create_request_ignores_unknown_fields() -> None:
 
 def test_ws_request_leaves_app_id_to_the_path() -> None:
     assert (
-        WsTaskRequest.model_validate({k: v for k, v in BODY.items() if k != "app_id"}).app_id
-        is None
+        TaskRequest.model_validate({k: v for k, v in BODY.items() if k != "app_id"}).app_id is None
     )
 
 
