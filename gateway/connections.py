@@ -8,9 +8,9 @@ works (RabbitMQ's consumer_timeout would otherwise close the channel on long tas
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import orjson
-from starlette.websockets import WebSocket
 
 from shared.announce import after_release
 from shared.broker import Broker, Delivery, Subscription
@@ -40,11 +40,19 @@ log = logging.getLogger(__name__)
 RESUME_RETRY_S = 1.0
 
 
+class ClientSocket(Protocol):
+    """What a session needs of its WebSocket (Starlette's fits), so tests can pass a fake."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
 class DroneSession:
     def __init__(
         self,
         drone_id: str,
-        websocket: WebSocket,
+        websocket: ClientSocket,
         capacity: int,
         broker: Broker,
         store: TaskStore,
@@ -221,7 +229,7 @@ class AppHub:
 
     def __init__(self, app_id: str, broker: Broker, queues: Queues, notified: NotifiedLog) -> None:
         self.app_id = app_id
-        self.sockets: set[WebSocket] = set()
+        self.sockets: set[ClientSocket] = set()
         self._broker = broker
         self._queues = queues
         self._notified = notified
@@ -293,7 +301,7 @@ class Registry:
         if not session.closed:
             await session.close()
 
-    async def attach_app(self, app_id: str, websocket: WebSocket) -> None:
+    async def attach_app(self, app_id: str, websocket: ClientSocket) -> None:
         APPS_CONNECTED.inc()
         async with self._app_lock:
             hub = self.apps.get(app_id)
@@ -302,7 +310,7 @@ class Registry:
             hub.sockets.add(websocket)
             await hub.start(self._prefetch)
 
-    async def detach_app(self, app_id: str, websocket: WebSocket) -> None:
+    async def detach_app(self, app_id: str, websocket: ClientSocket) -> None:
         APPS_CONNECTED.dec()
         async with self._app_lock:
             hub = self.apps.get(app_id)

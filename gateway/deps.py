@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request, WebSocket
 
 from gateway.connections import Registry
+from gateway.drones import DroneService
 from gateway.tasks import TaskService
 from shared.broker import Broker
 from shared.settings import Settings
@@ -25,6 +26,7 @@ class GatewayState:
         self.store = store
         self.registry = registry
         self.tasks = TaskService(settings, broker, store)
+        self.drones = DroneService(settings, broker, store)
 
 
 def get_store(request: Request) -> TaskStore:

@@ -11,12 +11,17 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from gateway.connections import DroneSession
 from gateway.deps import GatewayState, WsStateDep
-from shared.clock import normalize_timestamp, now_iso
-from shared.errors import TRANSIENT_ERRORS, TaskAlreadyFinished, TaskNotFound
+from gateway.drones import DroneIdMismatch, InvalidTimestamp, StatusNotReportable
+from shared.clock import now_iso
+from shared.errors import (
+    TRANSIENT_ERRORS,
+    TaskAlreadyFinished,
+    TaskError,
+    TaskNotFound,
+    TaskNotYours,
+)
 from shared.ids import is_valid_client_id
-from shared.models import TaskRecord
 from shared.protocol import (
     CANCEL_TASK,
     CLOSE_MESSAGE_TOO_BIG,
@@ -39,7 +44,6 @@ from shared.protocol import (
     TASK_CREATED,
     TASK_STATUS_UPDATE,
     CancelTask,
-    DroneEvent,
     DroneResult,
     DroneStatusUpdate,
     TaskRequest,
@@ -133,6 +137,8 @@ async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -
         reply = await handle(frame)
     except FrameError as exc:
         reply = exc.frame
+    except TaskError as exc:
+        reply = _refusal_frame(exc)
     except TRANSIENT_ERRORS:
         log.warning("backend unavailable while handling a %s frame", frame["type"])
         data = frame.get("data")
@@ -145,6 +151,34 @@ async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -
     if reply is not None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer left meanwhile
             await websocket.send_text(reply)
+
+
+def _refusal_frame(exc: TaskError) -> str:
+    """The one place where a refused report about a task becomes an `error` frame."""
+    task_id = exc.task_id
+    match exc:
+        case DroneIdMismatch():
+            frame = error_frame(
+                ERR_ID_MISMATCH, "data.drone_id must match the drone id of the path"
+            )
+        case InvalidTimestamp():
+            frame = error_frame(ERR_INVALID_MESSAGE, "data.timestamp is not ISO 8601")
+        case StatusNotReportable():
+            frame = error_frame(
+                ERR_INVALID_STATUS,
+                "a drone reports 'processing' (with progress in additional_data); "
+                "it ends a task with processing_result",
+                task_id=task_id,
+            )
+        case TaskNotYours():
+            frame = error_frame(
+                ERR_NOT_YOURS, "the task is assigned to another drone", task_id=task_id
+            )
+        case TaskNotFound():
+            frame = error_frame(ERR_UNKNOWN_TASK, f"no task {task_id!r}", task_id=task_id)
+        case _:
+            raise exc
+    return frame.decode()
 
 
 async def _serve_frames(
@@ -255,18 +289,20 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
     )
     if not await _open(websocket, drone_id, "drone", problem) or capacity is None:
         return
-    session = DroneSession(
-        drone_id, websocket, capacity, state.broker, state.store, state.settings.queues
-    )
+    session = state.drones.session(drone_id, websocket, capacity)
 
     async def handle(frame: dict[str, Any]) -> str | None:
         kind = frame["type"]
         if kind == PING:
             return PONG_FRAME
         if kind == PROCESSING_RESULT:
-            return await _report_result(state, session, frame)
+            result = _validate(DroneResult, frame.get("data"), PROCESSING_RESULT)
+            await state.drones.report_result(session, result)
+            return None
         if kind == TASK_STATUS_UPDATE:
-            return await _report_status(state, session, frame)
+            update = _validate(DroneStatusUpdate, frame.get("data"), TASK_STATUS_UPDATE)
+            await state.drones.report_status(session, update)
+            return None
         raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
 
     try:
@@ -293,66 +329,3 @@ def _capacity(websocket: WebSocket, state: GatewayState) -> int | None:
         return None
     capacity = int(raw)
     return capacity if 1 <= capacity <= state.settings.max_drone_capacity else None
-
-
-async def _owned_task(
-    state: GatewayState, session: DroneSession, task_id: str, claimed_drone: str | None
-) -> TaskRecord:
-    if claimed_drone is not None and claimed_drone != session.drone_id:
-        raise FrameError(ERR_ID_MISMATCH, "data.drone_id must match the drone id of the path")
-    task = session.held.get(task_id) or await state.store.get_task(task_id)
-    if task is None:
-        raise FrameError(ERR_UNKNOWN_TASK, f"no task {task_id!r}", task_id=task_id)
-    if task.drone_id != session.drone_id:
-        raise FrameError(ERR_NOT_YOURS, "the task is assigned to another drone", task_id=task_id)
-    return task
-
-
-async def _report_result(
-    state: GatewayState, session: DroneSession, frame: dict[str, Any]
-) -> str | None:
-    result = _validate(DroneResult, frame.get("data"), PROCESSING_RESULT)
-    task = await _owned_task(state, session, result.task_id, result.drone_id)
-    if task.is_terminal:
-        # Ended already (cancelled, timed out for good, or a second result): acknowledged and
-        # nothing to store, so nothing to publish, nor to ask the drone to retry if the broker
-        # is down.
-        return None
-    if result.timestamp is not None:
-        try:
-            result.timestamp = normalize_timestamp(result.timestamp)
-        except ValueError:
-            raise FrameError(ERR_INVALID_MESSAGE, "data.timestamp is not ISO 8601") from None
-    event = DroneEvent(
-        kind="result",
-        drone_id=session.drone_id,
-        app_id=task.app_id,
-        received_at=now_iso(),
-        result=result,
-    )
-    await state.broker.publish(state.settings.queues.drone_events, event.encode())
-    await session.finished(task.task_id)
-    return None
-
-
-async def _report_status(
-    state: GatewayState, session: DroneSession, frame: dict[str, Any]
-) -> str | None:
-    update = _validate(DroneStatusUpdate, frame.get("data"), TASK_STATUS_UPDATE)
-    if update.status not in DRONE_REPORTABLE_STATUSES:
-        raise FrameError(
-            ERR_INVALID_STATUS,
-            "a drone reports 'processing' (with progress in additional_data); "
-            "it ends a task with processing_result",
-            task_id=update.task_id,
-        )
-    task = await _owned_task(state, session, update.task_id, update.drone_id)
-    event = DroneEvent(
-        kind="status",
-        drone_id=session.drone_id,
-        app_id=task.app_id,
-        received_at=now_iso(),
-        status=update,
-    )
-    await state.broker.publish(state.settings.queues.drone_events, event.encode())
-    return None

@@ -15,13 +15,16 @@ from tests.builders import a_new_task
 
 
 class RecordingSocket:
-    """Stands in for Starlette's WebSocket: the registry only sends text to it."""
+    """Stands in for Starlette's WebSocket: the registry only sends text to it, and closes it."""
 
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
 
-    async def send_text(self, text: str) -> None:
-        self.frames.append(orjson.loads(text))
+    async def send_text(self, data: str) -> None:
+        self.frames.append(orjson.loads(data))
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        pass
 
 
 async def test_reconcile_drops_a_held_task_the_store_released_without_telling_us(
@@ -31,7 +34,7 @@ async def test_reconcile_drops_a_held_task_the_store_released_without_telling_us
     async with InMemoryBroker(queues) as broker, SQLiteTaskStore(tmp_path / "db.sqlite") as store:
         registry = Registry(broker, store, queues, prefetch=8)
         socket = RecordingSocket()
-        session = DroneSession("D1", socket, 1, broker, store, queues)  # type: ignore[arg-type]
+        session = DroneSession("D1", socket, 1, broker, store, queues)
         registry.drones["D1"] = session
         timed_out, still_running = (
             (await store.create_task(a_new_task(timeout_s=0.05))).task,

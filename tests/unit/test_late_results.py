@@ -2,15 +2,13 @@
 acknowledged, so a drone whose result crossed a cancel is not asked to retry during an outage."""
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway.connections import DroneSession, Registry
-from gateway.deps import GatewayState
-from gateway.routes.ws import _report_result
+from gateway.drones import DroneService
 from shared.broker.memory import InMemoryBroker
 from shared.errors import BrokerUnavailable
+from shared.protocol import DroneResult
 from shared.settings import Settings
 from shared.store.sqlite import SQLiteTaskStore
 from tests.builders import a_new_task
@@ -18,7 +16,10 @@ from tests.e2e.clients import result_message
 
 
 class SilentSocket:
-    async def send_text(self, text: str) -> None:
+    async def send_text(self, data: str) -> None:
+        pass
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
         pass
 
 
@@ -28,9 +29,8 @@ async def test_result_after_cancel_is_acknowledged_while_the_broker_is_down(
     settings = Settings(data_dir=tmp_path)
     async with SQLiteTaskStore(tmp_path / "db.sqlite") as store:
         broker = InMemoryBroker(settings.queues)
-        registry = Registry(broker, store, settings.queues, prefetch=8)
-        state = GatewayState(settings, broker, store, registry)
-        session = DroneSession("D1", SilentSocket(), 1, broker, store, settings.queues)  # type: ignore[arg-type]
+        drones = DroneService(settings, broker, store)
+        session = drones.session("D1", SilentSocket(), 1)
         cancelled, live = (
             (await store.create_task(a_new_task())).task,
             (await store.create_task(a_new_task())).task,
@@ -42,14 +42,13 @@ async def test_result_after_cancel_is_acknowledged_while_the_broker_is_down(
         async with broker:
             pass
 
-        def frame(task_id: str) -> dict[str, Any]:
-            message: dict[str, Any] = result_message(task_id, "D1")
-            return message
+        def result(task_id: str) -> DroneResult:
+            return DroneResult.model_validate(result_message(task_id, "D1")["data"])
 
-        # When the drone reports on the cancelled task, then it is acknowledged (no reply)
-        assert await _report_result(state, session, frame(cancelled.task_id)) is None
+        # When the drone reports on the cancelled task, then it is acknowledged (no error)
+        await drones.report_result(session, result(cancelled.task_id))
         # while a live task's result still needs the broker, and says so
         with pytest.raises(BrokerUnavailable):
-            await _report_result(state, session, frame(live.task_id))
+            await drones.report_result(session, result(live.task_id))
         after = await store.get_task(cancelled.task_id)
         assert after is not None and after.status == "cancelled"
