@@ -4,12 +4,7 @@ import asyncio
 import contextlib
 import logging
 
-from shared.announce import (
-    after_release,
-    enqueue,
-    notify_result,
-    notify_status,
-)
+from shared.announce import after_release, enqueue, notify_status, resend_final_states
 from shared.broker import Broker, Delivery
 from shared.clock import iso_after, iso_before, now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
@@ -27,6 +22,17 @@ from shared.store import TaskStore
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
+
+
+def effective_priority(
+    task: TaskRecord, aging_interval_s: float | None, at: str | None = None
+) -> int:
+    """With aging on, a task gains one priority level per aging interval it has waited by `at`
+    (now if not given)."""
+    if aging_interval_s is None:
+        return task.priority
+    waited_s = (parse_timestamp(at or now_iso()) - parse_timestamp(task.created_at)).total_seconds()
+    return min(MAX_PRIORITY, task.priority + int(waited_s // aging_interval_s))
 
 
 class Dispatcher:
@@ -61,19 +67,9 @@ class Dispatcher:
         await self.broker.publish(
             self.queues.drone(task.drone_id),
             encode_task_envelope(task.task_id, task.drone_id, task.priority),
-            priority=self.effective_priority(task),
+            priority=effective_priority(task, self.settings.aging_interval_s),
         )
         TASKS_ROUTED.inc()
-
-    def effective_priority(self, task: TaskRecord, at: str | None = None) -> int:
-        """With aging on, a task gains one priority level per aging interval it has waited."""
-        interval = self.settings.aging_interval_s
-        if interval is None:
-            return task.priority
-        waited_s = (
-            parse_timestamp(at or now_iso()) - parse_timestamp(task.created_at)
-        ).total_seconds()
-        return min(MAX_PRIORITY, task.priority + int(waited_s // interval))
 
     async def age(self) -> int:
         """Re-route tasks waiting in drone queues at their risen priority. The copy already in
@@ -84,7 +80,7 @@ class Dispatcher:
         rerouted = 0
         for task in await self.store.routed_before(iso_before(interval), SWEEP_BATCH):
             assert task.dispatched_at is not None
-            if self.effective_priority(task, at=task.dispatched_at) < MAX_PRIORITY:
+            if effective_priority(task, interval, at=task.dispatched_at) < MAX_PRIORITY:
                 await self._route(task.task_id)
                 rerouted += 1
         return rerouted
@@ -117,27 +113,15 @@ class Dispatcher:
         return acted
 
     async def renotify(self) -> int:
-        """Re-send final states that were stored but whose notification was lost: a publish that
-        failed after the store write (the broker was down while a task was cancelled or failed
-        in a sweep). A final still unsent after renotify_after_s whose application's queue is
-        empty was lost; one waiting in a full queue (app offline) is left alone."""
-        stale = iso_before(self.settings.renotify_after_s)
-        depth_by_app: dict[str, int] = {}
-        sent = 0
-        for task, result in await self.store.unnotified(SWEEP_BATCH):
-            if task.finished_at is None or task.finished_at > stale:
-                continue
-            if task.app_id not in depth_by_app:
-                depth_by_app[task.app_id] = await self.broker.queue_depth(
-                    self.queues.app(task.app_id)
-                )
-            if depth_by_app[task.app_id] > 0:
-                continue
-            if result is not None:
-                await notify_result(self.broker, self.queues, task, result)
-            else:
-                await notify_status(self.broker, self.queues, task)
-            sent += 1
+        """Re-send final states whose notification was lost: a publish that failed after the
+        store write (the broker was down while a task was cancelled or failed in a sweep)."""
+        sent = await resend_final_states(
+            self.broker,
+            self.queues,
+            self.store,
+            SWEEP_BATCH,
+            finished_before=iso_before(self.settings.renotify_after_s),
+        )
         if sent:
             log.info("re-sent %d final states that no application was sent", sent)
         return sent

@@ -3,7 +3,7 @@
 import asyncio
 import logging
 
-from shared.announce import notify_result, notify_status
+from shared.announce import notify_result, notify_status, resend_final_states
 from shared.broker import Broker, Delivery
 from shared.ids import new_object_id
 from shared.metrics import RESULTS_STORED
@@ -65,14 +65,7 @@ class ResultWriter:
 
     async def recover(self) -> int:
         """Re-send final states no application was sent: the broker lost them in a restart."""
-        sent = 0
-        for task, result in await self.store.unnotified(RECOVERY_BATCH):
-            if result is not None:
-                await notify_result(self.broker, self.queues, task, result)
-            else:
-                await notify_status(self.broker, self.queues, task)
-            sent += 1
-        return sent
+        return await resend_final_states(self.broker, self.queues, self.store, RECOVERY_BATCH)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.broker.durable:
