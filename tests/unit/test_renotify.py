@@ -1,5 +1,6 @@
 """The dispatcher re-sends a final state that was stored but never announced (its publish failed
-while the broker was down), and leaves alone one that waits in an offline app's queue."""
+while the broker was down), and leaves alone one that waits in an offline app's queue. A result
+writer started over a broker that lost its queues re-sends every one at once."""
 
 import asyncio
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from dispatcher.service import Dispatcher
+from result_writer.service import ResultWriter
 from shared.broker import Delivery
 from shared.broker.memory import InMemoryBroker
 from shared.ids import new_task_id
@@ -48,3 +50,25 @@ async def test_renotify_resends_a_lost_final_state_once_per_empty_queue(tmp_path
     assert received[0]["type"] == "task_status_update"
     assert received[0]["status"] == "cancelled"
     assert received[0]["task_id"] == new.task_id
+
+
+async def test_recovery_resends_every_unsent_final_state_without_a_grace_period(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, queue_prefix="t")
+    queues = settings.queues
+    async with InMemoryBroker(queues) as broker, SQLiteTaskStore(tmp_path / "db.sqlite") as store:
+        # Given two tasks of one app cancelled just now, whose notifications the broker lost
+        for _ in range(2):
+            new = NewTask(
+                task_id=new_task_id(), app_id="A1", drone_id="D1", task_type="t", input_data={}
+            )
+            await store.create_task(new)
+            await store.cancel(new.task_id)
+
+        # When the result writer starts over the fresh broker
+        sent = await ResultWriter(settings, broker, store).recover()
+
+        # Then both wait in the app's queue
+        assert sent == 2
+        assert await broker.queue_depth(queues.app("A1")) == 2
