@@ -1,5 +1,6 @@
 """The Broker port: durable work queues with priorities, manual acks and dead letters, plus a
-broadcast topic. Adapters: `memory.InMemoryBroker` (embedded) and `rabbitmq.RabbitMQBroker`.
+broadcast topic. Adapters: `memory.InMemoryBroker` (embedded) and `rabbitmq.RabbitMQBroker`;
+what both do around a handler (settling for it, draining at shutdown) is in `policy.py`.
 
 The store holds the truth about every task; the broker only carries messages between services.
 Every consumer is therefore idempotent: a message may be delivered more than once.

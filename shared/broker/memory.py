@@ -13,12 +13,13 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-from shared.broker import TRANSIENT_RETRY_DELAY_S, Handler, Outgoing, TopicHandler
-from shared.errors import TRANSIENT_ERRORS, BrokerError, BrokerUnavailable
+from shared.broker import Handler, Outgoing, TopicHandler
+from shared.broker.policy import DEAD_LETTER, REQUEUE, HandlerTasks, run_handler, run_topic_handler
+from shared.errors import BrokerError, BrokerUnavailable
 from shared.protocol import Queues, QueueSpec
 
 log = logging.getLogger(__name__)
@@ -80,21 +81,21 @@ class _Consumer:
 
 
 class _MemoryDelivery:
-    __slots__ = ("_broker", "_message", "_queue", "settled")
+    __slots__ = ("_broker", "message", "queue", "settled")
 
     def __init__(self, broker: "InMemoryBroker", queue: _Queue, message: _Message) -> None:
         self._broker = broker
-        self._queue = queue
-        self._message = message
+        self.queue = queue
+        self.message = message
         self.settled = False
 
     @property
     def body(self) -> bytes:
-        return self._message.body
+        return self.message.body
 
     @property
     def redelivered(self) -> bool:
-        return self._message.redelivered
+        return self.message.redelivered
 
     async def ack(self) -> None:
         # The message left the queue when it was handed over; acking only forgets it.
@@ -105,9 +106,9 @@ class _MemoryDelivery:
             return
         self.settled = True
         if requeue:
-            self._broker._requeue(self._queue, self._message)
+            self._broker._requeue(self.queue, self.message)
         else:
-            self._broker._dead_letter(self._queue, self._message)
+            self._broker._dead_letter(self.queue, self.message)
 
 
 class _TopicSubscription:
@@ -140,7 +141,7 @@ class InMemoryBroker:
         self._queues: dict[str, _Queue] = {}
         self._topics: dict[str, dict[_TopicSubscription, None]] = {}
         self._consumers: set[_Consumer] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers = HandlerTasks()
         self._seq = itertools.count()
         self._closed = False
         self._dead_letters = self._queue(queues.dead_letters)
@@ -158,17 +159,7 @@ class InMemoryBroker:
         for consumer in tuple(self._consumers):
             self._cancel_consumer(consumer)
         self._topics.clear()
-        # Handlers may still publish or spawn topic handlers while they finish: wait in rounds.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._shutdown_timeout_s
-        while self._tasks and (remaining := deadline - loop.time()) > 0:
-            await asyncio.wait(tuple(self._tasks), timeout=remaining)
-        if self._tasks:
-            log.warning("cancelling %d handlers still running at shutdown", len(self._tasks))
-            pending = tuple(self._tasks)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._handlers.drain(asyncio.get_running_loop().time() + self._shutdown_timeout_s)
 
     @property
     def durable(self) -> bool:
@@ -198,7 +189,7 @@ class InMemoryBroker:
     async def broadcast(self, topic: str, body: bytes) -> None:
         self._check_open()
         for subscription in tuple(self._topics.get(topic, ())):
-            self._spawn(self._run_topic_handler(subscription, body))
+            self._handlers.spawn(run_topic_handler(subscription.handler, body, topic))
 
     async def subscribe(self, topic: str, handler: TopicHandler) -> _TopicSubscription:
         self._check_open()
@@ -262,11 +253,6 @@ class InMemoryBroker:
                 consumer.in_ready = False
             self._hand_over(consumer, _MemoryDelivery(self, q, message))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _hand_over(self, consumer: _Consumer, delivery: _MemoryDelivery) -> None:
         idle = consumer.idle
         while idle:
@@ -274,17 +260,23 @@ class InMemoryBroker:
             if not waiter.done():  # a worker cancelled at shutdown leaves its waiter behind
                 waiter.set_result(delivery)
                 return
-        self._spawn(self._work(consumer, delivery))
+        self._handlers.spawn(self._work(consumer, delivery))
 
     async def _work(self, consumer: _Consumer, first: _MemoryDelivery) -> None:
         delivery: _MemoryDelivery | None = first
         loop = asyncio.get_running_loop()
         while delivery is not None:
             try:
-                await self._run_handler(consumer, delivery)
+                verdict = await run_handler(consumer.handler, delivery, consumer.queue.spec.name)
             except BaseException:
+                # Cancelled at shutdown: the message must not vanish with the task.
+                await delivery.reject(requeue=True)
                 self._release(consumer)
                 raise
+            if verdict is REQUEUE:
+                self._requeue(delivery.queue, delivery.message)
+            elif verdict is DEAD_LETTER:
+                self._dead_letter(delivery.queue, delivery.message)
             if consumer.cancelled:
                 self._release(consumer)
                 return
@@ -300,26 +292,6 @@ class InMemoryBroker:
                 # event loop run what frees the slot.
                 await asyncio.sleep(0)
             delivery = await waiter
-
-    async def _run_handler(self, consumer: _Consumer, delivery: _MemoryDelivery) -> None:
-        try:
-            await consumer.handler(delivery)
-        except TRANSIENT_ERRORS as e:
-            if not delivery.settled:
-                log.warning("requeueing a message of %s: %r", consumer.queue.spec.name, e)
-                await asyncio.sleep(TRANSIENT_RETRY_DELAY_S)
-                await delivery.reject(requeue=True)
-        except Exception:
-            log.exception(
-                "handler failed; dead-lettering a message of %s", consumer.queue.spec.name
-            )
-            await delivery.reject(requeue=False)
-        except BaseException:
-            # Cancelled at shutdown: the message must not vanish with the task.
-            await delivery.reject(requeue=True)
-            raise
-        else:
-            delivery.settled = True
 
     def _release(self, consumer: _Consumer) -> None:
         consumer.running -= 1
@@ -357,9 +329,3 @@ class InMemoryBroker:
             log.warning("dropping a rejected dead letter")
             return
         self._push(self._dead_letters, message.body, 0)
-
-    async def _run_topic_handler(self, subscription: _TopicSubscription, body: bytes) -> None:
-        try:
-            await subscription.handler(body)
-        except Exception:
-            log.exception("handler of topic %s failed", subscription.topic)

@@ -594,6 +594,38 @@ async def test_rabbitmq_thousands_of_consumers_share_a_few_channels(
         assert sorted(received) == sorted([q.name.encode() for q in queues] * consumers_per_queue)
 
 
+@pytest.mark.rabbitmq
+async def test_rabbitmq_reattached_consumer_and_listener_keep_receiving_once(
+    rabbitmq_url: str, unique_queues: Queues
+) -> None:
+    # What the watchdog does to a consumer or listener it found lost; the restart test below
+    # covers the loss itself, and needs a RabbitMQ that may be stopped.
+    queue, topic = unique_queues.drone("d1"), unique_queues.control
+    inbox, heard = Inbox(), Inbox()
+    async with RabbitMQBroker(rabbitmq_url, unique_queues) as broker:
+        # Given a consumer and a listener that each re-attached
+        consumer = await broker.consume(queue, inbox.take, prefetch=1)
+        subscription = await broker.subscribe(topic, heard.hear)
+        await consumer.reattach()
+        await subscription.reattach()
+        assert await consumer.is_attached()
+        assert await subscription.is_attached()
+
+        # When a message and a broadcast follow
+        await broker.publish_many([Outgoing(queue, b"m1"), Outgoing(queue, b"m2")])
+        await broker.broadcast(topic, b"b1")
+
+        # Then each arrives once, through the new registration only
+        assert await inbox.wait_for(2) == bodies("m1", "m2")
+        assert await heard.wait_for(1) == bodies("b1")
+        await consumer.cancel()
+        await subscription.cancel()
+        assert not await consumer.is_attached()
+        assert await broker.queue_depth(queue) == 0
+    assert inbox.items == bodies("m1", "m2")
+    assert heard.items == bodies("b1")
+
+
 async def _rabbitmqctl(*args: str) -> None:
     process = await asyncio.create_subprocess_exec(
         "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE

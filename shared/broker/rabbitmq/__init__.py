@@ -25,7 +25,10 @@ Modules:
     broker.py       RabbitMQBroker: the connection's life cycle, the port's methods, publishing
                     with confirms, and the watchdog that re-attaches lost consumers
     consumers.py    work-queue consumers, topic listeners and the deliveries they hand over
-    channels.py     the consumer channel pools and the topic listeners' channel
+    hub.py          what consumers get instead of the broker: their channels, the bound on
+                    every wait, their handlers' tasks, and the register of live consumers
+    channels.py     the consumer channel pools, which alone count their channels' consumers,
+                    and the topic listeners' channel
     topology.py     queue arguments, dead letters and topic exchanges, and what is declared
     connection.py   the robust connection with coalesced socket writes
     errors.py       the driver's errors and their translation into BrokerError/BrokerUnavailable

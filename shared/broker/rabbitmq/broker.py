@@ -2,26 +2,21 @@
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Self, cast
 
 import aio_pika
 import aiormq
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-    AbstractRobustQueue,
-)
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from shared.broker import Handler, Outgoing, TopicHandler
-from shared.broker.rabbitmq.channels import ChannelPools, ChannelSlot
+from shared.broker.rabbitmq.channels import ChannelPools
 from shared.broker.rabbitmq.connection import RobustConnection
 from shared.broker.rabbitmq.consumers import AmqpConsumer, TopicSubscription
 from shared.broker.rabbitmq.errors import DRIVER_ERRORS, translated_errors
+from shared.broker.rabbitmq.hub import ConsumerHub
 from shared.broker.rabbitmq.topology import Topology, wait_ready
 from shared.errors import BrokerUnavailable
 from shared.protocol import Queues, QueueSpec
@@ -63,9 +58,7 @@ class RabbitMQBroker:
             consumers_per_channel=consumers_per_channel, channels_per_pool=channels_per_pool
         )
         self._topology = Topology(queues)
-        self._consumers: set[AmqpConsumer] = set()
-        self._topic_subscriptions: set[TopicSubscription] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._hub: ConsumerHub | None = None  # once connected
         self._watchdog: asyncio.Task[None] | None = None
         self._publishing = 0  # publishes awaiting their confirm
         self._closed = False
@@ -83,6 +76,9 @@ class RabbitMQBroker:
             )
             await connection.connect(timeout=self._timeout_s)
             self._connection = connection
+            self._hub = ConsumerHub(
+                connection, self._channels, self._topology, timeout_s=self._timeout_s
+            )
             try:
                 # Publisher confirms: `publish` returns only once RabbitMQ has taken the
                 # message. on_return_raises: a mandatory message no queue took is an error.
@@ -108,30 +104,23 @@ class RabbitMQBroker:
         if self._watchdog is not None:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._shutdown_timeout_s
-        # Stop deliveries first, let running handlers settle, then close: closing a channel
-        # would make RabbitMQ requeue what the handlers are about to ack. If RabbitMQ is away,
-        # the cancels would wait for it; the shutdown budget bounds them.
-        with suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                await asyncio.gather(
-                    *(c.cancel() for c in tuple(self._consumers)),
-                    *(s.cancel() for s in tuple(self._topic_subscriptions)),
-                )
-        while self._tasks and (remaining := deadline - loop.time()) > 0:
-            await asyncio.wait(tuple(self._tasks), timeout=remaining)
-        if self._tasks:
-            log.warning("cancelling %d handlers still running at shutdown", len(self._tasks))
-            pending = tuple(self._tasks)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        if self._hub is not None:
+            await self._drain(self._hub)
         if self._connection is not None:
             try:
                 await self._connection.close()
             except DRIVER_ERRORS as e:
                 log.debug("closing the RabbitMQ connection: %r", e)
+
+    async def _drain(self, hub: ConsumerHub) -> None:
+        deadline = asyncio.get_running_loop().time() + self._shutdown_timeout_s
+        # Stop deliveries first, let running handlers settle, then close: closing a channel
+        # would make RabbitMQ requeue what the handlers are about to ack. If RabbitMQ is away,
+        # the cancels would wait for it; the shutdown budget bounds them.
+        with suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await asyncio.gather(*(item.cancel() for item in hub.live()))
+        await hub.handlers.drain(deadline)
 
     @property
     def durable(self) -> bool:
@@ -162,46 +151,9 @@ class RabbitMQBroker:
     async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int) -> AmqpConsumer:
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
-        self._require_publisher()
+        hub = self._require_hub()
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
-                # The callback must exist before the consumer does: route it through a cell.
-                target: list[AmqpConsumer] = []
-
-                async def deliver(message: AbstractIncomingMessage) -> None:
-                    await target[0].on_message(message)
-
-                slot, amqp_queue, tag = await self._attach(queue, deliver, prefetch)
-        consumer = AmqpConsumer(self, queue, slot, amqp_queue, handler, prefetch)
-        consumer.tag = tag
-        target.append(consumer)
-        self._consumers.add(consumer)
-        return consumer
-
-    async def _attach(
-        self,
-        spec: QueueSpec,
-        callback: Callable[[AbstractIncomingMessage], Awaitable[None]],
-        prefetch: int,
-    ) -> tuple[ChannelSlot, AbstractRobustQueue, str]:
-        assert self._connection is not None
-        slot = await self._channels.reserve_slot(self._connection, prefetch)
-        try:
-            amqp_queue = slot.queues.get(spec.name)
-            if amqp_queue is None:
-                # Declared on the consumer's own channel (robust=True), so that this channel
-                # redeclares the queue before it restarts the consumer.
-                declared = await slot.channel.declare_queue(
-                    spec.name, durable=True, arguments=self._topology.arguments(spec)
-                )
-                amqp_queue = slot.queues.setdefault(spec.name, declared)
-            # Manual acks: priority order only holds with manual acks and a small prefetch,
-            # and a message must survive a consumer that dies mid-way.
-            tag = await amqp_queue.consume(callback, no_ack=False)
-        except BaseException:
-            slot.consumers -= 1
-            raise
-        return slot, amqp_queue, tag
+            return await AmqpConsumer.start(hub, queue, handler, prefetch)
 
     async def broadcast(self, topic: str, body: bytes) -> None:
         channel = self._require_publisher()
@@ -216,36 +168,9 @@ class RabbitMQBroker:
                 await exchange.publish(aio_pika.Message(body), routing_key="", mandatory=False)
 
     async def subscribe(self, topic: str, handler: TopicHandler) -> TopicSubscription:
-        self._require_publisher()
+        hub = self._require_hub()
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
-                target: list[TopicSubscription] = []
-
-                async def deliver(message: AbstractIncomingMessage) -> None:
-                    await target[0].on_message(message)
-
-                channel, queue, tag = await self._listen(topic, deliver)
-        subscription = TopicSubscription(self, topic, channel, queue, handler)
-        subscription.tag = tag
-        target.append(subscription)
-        self._topic_subscriptions.add(subscription)
-        return subscription
-
-    async def _listen(
-        self, topic: str, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
-    ) -> tuple[AbstractRobustChannel, AbstractRobustQueue, str]:
-        assert self._connection is not None
-        channel = await self._channels.topic_channel(self._connection)
-        exchange = await self._topology.declare_topic(channel, topic, robust=True)
-        # Named by us, not by the server: the robust channel redeclares it under the same name
-        # after a reconnect (exclusive queues die with their connection).
-        queue = await channel.declare_queue(
-            f"{topic}.listener.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
-        )
-        await queue.bind(exchange, routing_key="")
-        # no_ack: broadcasts are fire-and-forget; a lost one is not redelivered anyway.
-        tag = await queue.consume(callback, no_ack=True)
-        return channel, queue, tag
+            return await TopicSubscription.start(hub, topic, handler)
 
     async def queue_depth(self, queue: QueueSpec) -> int:
         channel = self._require_publisher()
@@ -271,10 +196,10 @@ class RabbitMQBroker:
             raise BrokerUnavailable("the RabbitMQ broker is not open")
         return self._publisher
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _require_hub(self) -> ConsumerHub:
+        self._require_publisher()
+        assert self._hub is not None  # built with the connection, before the publisher
+        return self._hub
 
     async def _watch_consumers(self) -> None:
         """aio-pika's robust channels restore consumers after a reconnect, but a channel whose
@@ -296,10 +221,7 @@ class RabbitMQBroker:
                 log.info("consumer repair deferred: %r", e)
 
     async def _repair(self, suspects: set[object]) -> None:
-        watched: list[AmqpConsumer | TopicSubscription] = [
-            *self._consumers,
-            *self._topic_subscriptions,
-        ]
+        watched = self._hub.live() if self._hub is not None else ()
         for item in watched:
             if item.cancelled or await item.is_attached():
                 suspects.discard(item)

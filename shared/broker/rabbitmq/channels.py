@@ -2,17 +2,28 @@
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, AbstractRobustQueue
 
 
 @dataclass(eq=False)
 class ChannelSlot:
-    """One pooled consumer channel; all its consumers share one prefetch value."""
+    """One pooled consumer channel; all its consumers share one prefetch value. Its pool
+    alone counts its consumers, through `acquire` and `release`."""
 
     channel: AbstractRobustChannel
     consumers: int = 0
     queues: dict[str, AbstractRobustQueue] = field(default_factory=dict)
+
+    async def declare_queue(self, name: str, arguments: dict[str, Any]) -> AbstractRobustQueue:
+        """The queue as this channel knows it, declared once per channel: robust=True, so that
+        the channel redeclares it before it restarts the queue's consumers."""
+        queue = self.queues.get(name)
+        if queue is None:
+            declared = await self.channel.declare_queue(name, durable=True, arguments=arguments)
+            queue = self.queues.setdefault(name, declared)
+        return queue
 
 
 class ChannelPools:
@@ -31,9 +42,8 @@ class ChannelPools:
                 self._topic_channel = await connection.channel(publisher_confirms=False)
             return self._topic_channel
 
-    async def reserve_slot(
-        self, connection: AbstractRobustConnection, prefetch: int
-    ) -> ChannelSlot:
+    async def acquire(self, connection: AbstractRobustConnection, prefetch: int) -> ChannelSlot:
+        """A channel for one more consumer with this prefetch; `release` it when it stops."""
         async with self._lock:
             # A channel that stayed closed after a reconnect is dead: use it no more.
             slots = self._pools[prefetch] = [
@@ -61,3 +71,6 @@ class ChannelPools:
             slot = ChannelSlot(channel, consumers=1)
             slots.append(slot)
             return slot
+
+    def release(self, slot: ChannelSlot) -> None:
+        slot.consumers -= 1
