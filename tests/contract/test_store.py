@@ -8,9 +8,9 @@ import base64
 import pytest
 
 from shared.clock import iso_after, now_iso
-from shared.errors import TaskNotFound
+from shared.errors import StatusNotReportable, TaskAlreadyFinished, TaskNotFound, TaskNotYours
 from shared.models import ResultRecord, TaskRecord
-from shared.store import TaskStore
+from shared.store import ResultOutcome, TaskStore
 from tests.builders import APP, DRONE, claimed, create, new_task, result_for
 
 
@@ -467,8 +467,6 @@ async def test_apply_status_processing_starts_the_task(store: TaskStore) -> None
 
     outcome = await store.apply_status(task.task_id, DRONE, "processing")
 
-    assert outcome.verdict == "applied"
-    assert outcome.task is not None
     assert outcome.task.status == "processing"
     assert outcome.task.started_at is not None
     assert await store.get_task(task.task_id) == outcome.task
@@ -481,30 +479,29 @@ async def test_apply_status_processing_again_is_a_progress_report(store: TaskSto
 
     again = await store.apply_status(task.task_id, DRONE, "processing")
 
-    assert again.verdict == "applied"
-    assert again.task is not None
-    assert first.task is not None
     assert again.task.started_at == first.task.started_at
     assert again.task.updated_at > first.task.updated_at
 
 
-async def test_apply_status_verdicts(store: TaskStore) -> None:
+async def test_apply_status_refusals_raise_and_change_nothing(store: TaskStore) -> None:
     task = await claimed(store)
     ended = await claimed(store)
     await store.save_result(result_for(ended.task_id))
 
-    ignored = await store.apply_status(ended.task_id, DRONE, "processing")
-    not_yours = await store.apply_status(task.task_id, "Drone002", "processing")
-    not_found = await store.apply_status("task_unknown", DRONE, "processing")
+    with pytest.raises(TaskAlreadyFinished) as ignored:
+        await store.apply_status(ended.task_id, DRONE, "processing")
+    with pytest.raises(TaskNotYours) as not_yours:
+        await store.apply_status(task.task_id, "Drone002", "processing")
+    with pytest.raises(TaskNotFound) as not_found:
+        await store.apply_status("task_unknown", DRONE, "processing")
 
-    assert ignored.verdict == "ignored"
-    assert ignored.task is not None
-    assert ignored.task.status == "completed"
-    assert not_yours.verdict == "not_yours"
-    assert not_found.verdict == "not_found"
-    assert not_found.task is None
+    assert ignored.value.task is not None
+    assert ignored.value.task.status == "completed"
+    assert not_yours.value.task == task
+    assert not_found.value.task is None
     for status in ("completed", "failed", "pending", "cancelled", "bogus"):
-        assert (await store.apply_status(task.task_id, DRONE, status)).verdict == "invalid"
+        with pytest.raises(StatusNotReportable):
+            await store.apply_status(task.task_id, DRONE, status)
     assert await store.get_task(task.task_id) == task
 
 
@@ -514,7 +511,6 @@ async def test_save_result_completes_the_task(store: TaskStore) -> None:
 
     outcome = await store.save_result(result)
 
-    assert outcome.stored
     assert outcome.result == result
     assert (outcome.task.status, outcome.task.error_code) == ("completed", None)
     assert outcome.task.finished_at is not None
@@ -529,7 +525,7 @@ async def test_save_result_of_a_failure_fails_the_task(store: TaskStore) -> None
 
     outcome = await store.save_result(result)
 
-    assert outcome.stored
+    assert outcome.result == result
     assert outcome.task.status == "failed"
     assert outcome.task.error_code == "drone_error"
     assert outcome.task.error_message == "Invalid image format"
@@ -542,7 +538,6 @@ async def test_save_result_straight_from_pending_is_allowed(store: TaskStore) ->
 
     outcome = await store.save_result(result_for(task.task_id))
 
-    assert outcome.stored
     assert outcome.task.status == "completed"
 
 
@@ -551,11 +546,12 @@ async def test_save_result_keeps_only_the_first_result(store: TaskStore) -> None
     first = result_for(task.task_id)
     await store.save_result(first)
 
-    again = await store.save_result(result_for(task.task_id, success=False, error_message="x"))
+    with pytest.raises(TaskAlreadyFinished) as again:
+        await store.save_result(result_for(task.task_id, success=False, error_message="x"))
 
-    assert not again.stored
-    assert again.result == first
-    assert again.task.status == "completed"
+    assert again.value.result == first
+    assert again.value.task is not None
+    assert again.value.task.status == "completed"
     assert await store.get_result(task.task_id) == first
     assert await store.results_for_drone(DRONE, 10) == [first]
 
@@ -564,11 +560,12 @@ async def test_save_result_after_cancel_is_not_stored(store: TaskStore) -> None:
     task = await claimed(store)
     await store.cancel(task.task_id)
 
-    outcome = await store.save_result(result_for(task.task_id))
+    with pytest.raises(TaskAlreadyFinished) as refused:
+        await store.save_result(result_for(task.task_id))
 
-    assert not outcome.stored
-    assert outcome.result is None
-    assert outcome.task.status == "cancelled"
+    assert refused.value.result is None
+    assert refused.value.task is not None
+    assert refused.value.task.status == "cancelled"
     assert await store.get_result(task.task_id) is None
 
 
@@ -581,12 +578,16 @@ async def test_concurrent_results_of_one_task_store_exactly_one(store: TaskStore
     task = await claimed(store)
     results = [result_for(task.task_id, success=index % 2 == 0) for index in range(12)]
 
-    outcomes = await asyncio.gather(*(store.save_result(result) for result in results))
+    outcomes = await asyncio.gather(
+        *(store.save_result(result) for result in results), return_exceptions=True
+    )
 
-    winners = [outcome for outcome in outcomes if outcome.stored]
+    winners = [outcome for outcome in outcomes if isinstance(outcome, ResultOutcome)]
+    losers = [outcome for outcome in outcomes if isinstance(outcome, TaskAlreadyFinished)]
     assert len(winners) == 1
+    assert len(losers) == len(results) - 1
     winner = winners[0].result
-    assert all(outcome.result == winner for outcome in outcomes)
+    assert all(loser.result == winner for loser in losers)
     assert await store.get_result(task.task_id) == winner
     assert await store.results_for_drone(DRONE, 20) == [winner]
 
@@ -601,7 +602,7 @@ async def test_failing_calls_do_not_fail_calls_running_beside_them(store: TaskSt
     )
 
     assert all(isinstance(outcome, TaskNotFound) for outcome in outcomes[:10])
-    assert all(getattr(outcome, "stored", False) for outcome in outcomes[10:])
+    assert all(isinstance(outcome, ResultOutcome) for outcome in outcomes[10:])
 
 
 async def test_cancel_ends_a_pending_task(store: TaskStore) -> None:
@@ -609,8 +610,7 @@ async def test_cancel_ends_a_pending_task(store: TaskStore) -> None:
 
     outcome = await store.cancel(task.task_id)
 
-    assert outcome is not None
-    assert (outcome.cancelled, outcome.was_delivered) == (True, False)
+    assert not outcome.was_delivered
     assert (outcome.task.status, outcome.task.error_code) == ("cancelled", "cancelled")
     assert outcome.task.finished_at is not None
     assert await store.pending_for_drone(DRONE, 10) == []
@@ -621,8 +621,8 @@ async def test_cancel_of_a_delivered_task_says_a_drone_held_it(store: TaskStore)
 
     outcome = await store.cancel(task.task_id)
 
-    assert outcome is not None
-    assert (outcome.cancelled, outcome.was_delivered) == (True, True)
+    assert outcome.was_delivered
+    assert outcome.task.status == "cancelled"
     assert await store.overdue(iso_after(3600), 10) == []
     assert await store.release_drone(DRONE) == []
 
@@ -631,12 +631,13 @@ async def test_cancel_of_a_terminal_or_unknown_task(store: TaskStore) -> None:
     task = await claimed(store)
     await store.save_result(result_for(task.task_id))
 
-    outcome = await store.cancel(task.task_id)
+    with pytest.raises(TaskAlreadyFinished) as refused:
+        await store.cancel(task.task_id)
 
-    assert outcome is not None
-    assert (outcome.cancelled, outcome.was_delivered) == (False, False)
-    assert outcome.task.status == "completed"
-    assert await store.cancel("task_unknown") is None
+    assert refused.value.task is not None
+    assert refused.value.task.status == "completed"
+    with pytest.raises(TaskNotFound):
+        await store.cancel("task_unknown")
 
 
 async def test_a_finished_task_never_moves_backwards(store: TaskStore) -> None:
@@ -648,12 +649,14 @@ async def test_a_finished_task_never_moves_backwards(store: TaskStore) -> None:
     assert await store.claim(task.task_id, DRONE) is None
     assert await store.release(task.task_id, DRONE) is None
     assert await store.release_drone(DRONE) == []
-    assert (await store.apply_status(task.task_id, DRONE, "processing")).verdict == "ignored"
-    assert (await store.apply_status(task.task_id, DRONE, "pending")).verdict == "invalid"
-    assert not (await store.save_result(result_for(task.task_id))).stored
-    cancel = await store.cancel(task.task_id)
-    assert cancel is not None
-    assert not cancel.cancelled
+    with pytest.raises(TaskAlreadyFinished):
+        await store.apply_status(task.task_id, DRONE, "processing")
+    with pytest.raises(StatusNotReportable):
+        await store.apply_status(task.task_id, DRONE, "pending")
+    with pytest.raises(TaskAlreadyFinished):
+        await store.save_result(result_for(task.task_id))
+    with pytest.raises(TaskAlreadyFinished):
+        await store.cancel(task.task_id)
     assert await store.expire(iso_after(3600), 10) == []
     assert await store.overdue(iso_after(3600), 10) == []
     assert await store.reset_dispatch() == 0
