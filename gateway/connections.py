@@ -16,6 +16,7 @@ from shared.announce import after_release
 from shared.broker import Broker, Delivery, Subscription
 from shared.clock import now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
+from shared.lifecycle import TERMINAL_STATUSES
 from shared.metrics import (
     APPS_CONNECTED,
     DRONES_CONNECTED,
@@ -23,7 +24,7 @@ from shared.metrics import (
     TASKS_DELIVERED,
     TASKS_RELEASED,
 )
-from shared.models import TERMINAL_STATUSES, TaskRecord
+from shared.models import TaskRecord
 from shared.protocol import (
     CLOSE_SUPERSEDED,
     PROCESSING_RESULT_RECEIVED,

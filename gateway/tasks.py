@@ -4,7 +4,7 @@ import logging
 
 from shared.announce import enqueue, notify_status
 from shared.broker import Broker
-from shared.errors import BrokerUnavailable, TaskAlreadyFinished, TaskNotFound
+from shared.errors import BrokerUnavailable
 from shared.ids import new_task_id
 from shared.metrics import TASKS_SUBMITTED
 from shared.models import NewTask, TaskRecord, construct_trusted
@@ -53,10 +53,6 @@ class TaskService:
     async def cancel(self, task_id: str) -> TaskRecord:
         """Raises TaskNotFound, or TaskAlreadyFinished when the task was already terminal."""
         outcome = await self.store.cancel(task_id)
-        if outcome is None:
-            raise TaskNotFound(task_id)
-        if not outcome.cancelled:
-            raise TaskAlreadyFinished(task_id)
         task = outcome.task
         if outcome.was_delivered:
             message = ControlMessage(kind="cancelled", task_id=task_id, drone_id=task.drone_id)

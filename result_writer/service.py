@@ -5,6 +5,7 @@ import logging
 
 from shared.announce import notify_result, notify_status, resend_final_states
 from shared.broker import Broker, Delivery
+from shared.errors import TaskAlreadyFinished, TaskError
 from shared.ids import new_object_id
 from shared.metrics import RESULTS_STORED
 from shared.models import ResultRecord, construct_trusted
@@ -47,21 +48,26 @@ class ResultWriter:
                 "timestamp": report.timestamp or event.received_at,
             },
         )
-        outcome = await self.store.save_result(record)
-        if outcome.stored:
-            RESULTS_STORED.labels(success=str(report.success).lower()).inc()
-        # A redelivered event may mean we stored it and died before notifying: notify again
-        # unless the application already has it. Apps dedupe on task_id (at-least-once).
-        renotify = redelivered and outcome.task.notified_at is None
-        if outcome.result is not None and (outcome.stored or renotify):
-            await notify_result(self.broker, self.queues, outcome.task, outcome.result)
+        try:
+            outcome = await self.store.save_result(record)
+        except TaskAlreadyFinished as finished:
+            # A redelivered event may mean we stored it and died before notifying: notify again
+            # unless the application already has it. Apps dedupe on task_id (at-least-once).
+            task, stored = finished.task, finished.result
+            if redelivered and task is not None and task.notified_at is None and stored is not None:
+                await notify_result(self.broker, self.queues, task, stored)
+            return
+        RESULTS_STORED.labels(success=str(report.success).lower()).inc()
+        await notify_result(self.broker, self.queues, outcome.task, outcome.result)
 
     async def _on_status(self, event: DroneEvent) -> None:
         assert event.status is not None
         update = event.status
-        outcome = await self.store.apply_status(update.task_id, event.drone_id, update.status)
-        if outcome.verdict == "applied" and outcome.task is not None:
-            await notify_status(self.broker, self.queues, outcome.task, update.additional_data)
+        try:
+            outcome = await self.store.apply_status(update.task_id, event.drone_id, update.status)
+        except TaskError:
+            return  # refused (ended, unknown, another drone's): nothing for the app to hear
+        await notify_status(self.broker, self.queues, outcome.task, update.additional_data)
 
     async def recover(self) -> int:
         """Re-send final states no application was sent: the broker lost them in a restart."""

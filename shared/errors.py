@@ -6,11 +6,22 @@ DroneflowError
 │   └── BrokerUnavailable     transient: the broker cannot be reached right now
 ├── StoreError
 │   └── StoreUnavailable      transient: the store cannot be reached right now
-└── TaskError                 a request about a task that cannot be honoured
-    ├── TaskNotFound
+└── TaskError                 a store command refused: the task stays as `.task` shows it
+    ├── TaskNotFound          no task has this id (`.task` is None)
     ├── TaskNotYours          a drone reported on a task assigned to another drone
-    └── TaskAlreadyFinished   the task is in a terminal state (cancel → 409)
+    ├── TaskAlreadyFinished   the task is terminal (cancel → 409; a second or late result,
+    │                         whose stored result, if any, is `.result`)
+    └── StatusNotReportable   a drone reported a status other than the lifecycle lets it
+
+TaskStore commands raise the TaskError tree for refusals; lookups return None instead.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.models import ResultRecord, TaskRecord
 
 
 class DroneflowError(Exception):
@@ -38,9 +49,13 @@ class StoreUnavailable(StoreError):
 
 
 class TaskError(DroneflowError):
-    def __init__(self, task_id: str, message: str | None = None) -> None:
+    def __init__(
+        self, task_id: str, message: str | None = None, *, task: TaskRecord | None = None
+    ) -> None:
         super().__init__(message or f"{type(self).__name__}: {task_id}")
         self.task_id = task_id
+        self.task = task
+        """The task as the store holds it now, when the refusal found one."""
 
 
 class TaskNotFound(TaskError):
@@ -52,6 +67,20 @@ class TaskNotYours(TaskError):
 
 
 class TaskAlreadyFinished(TaskError):
+    def __init__(
+        self,
+        task_id: str,
+        message: str | None = None,
+        *,
+        task: TaskRecord | None = None,
+        result: ResultRecord | None = None,
+    ) -> None:
+        super().__init__(task_id, message, task=task)
+        self.result = result
+        """The task's stored result, when a result was refused (it ended the task, or not)."""
+
+
+class StatusNotReportable(TaskError):
     pass
 
 

@@ -8,13 +8,9 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
+from shared.lifecycle import TERMINAL_STATUSES, ErrorCode, TaskStatus
+
 M = TypeVar("M", bound=BaseModel)
-
-TaskStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
-TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled"})
-STATUS_RANK: Final = {"pending": 0, "processing": 1, "completed": 2, "failed": 2, "cancelled": 2}
-
-ErrorCode = Literal["timeout", "expired", "max_attempts", "drone_error", "cancelled"]
 
 DeliveryState = Literal["queued", "delivered"]
 """`queued`: waiting in (or on its way to) the drone's queue. `delivered`: a drone holds it."""

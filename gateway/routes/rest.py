@@ -8,7 +8,7 @@ from gateway.deps import StoreDep, TasksDep
 from shared.clock import normalize_timestamp
 from shared.errors import TaskAlreadyFinished, TaskNotFound
 from shared.ids import ID_PATTERN
-from shared.models import TaskStatus
+from shared.lifecycle import TaskStatus
 from shared.protocol import CancelTaskResponse, CreateTaskRequest, CreateTaskResponse
 
 router = APIRouter(prefix="/api")

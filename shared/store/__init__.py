@@ -3,23 +3,32 @@
 `mongo.MongoTaskStore` (collections `processingTasks` and `processingResults`).
 
 Every state change is one conditional, atomic write, so any number of gateways, dispatchers
-and result writers may race on the same task and it still moves only forward:
-
-    pending ──▶ processing ──▶ completed | failed          (terminal states are final)
-       └────────────┴────────▶ failed | cancelled
+and result writers may race on the same task and it still moves only forward. The moves are
+shared.lifecycle's; each adapter derives its write preconditions from it.
 
 Delivery bookkeeping is separate from the status the spec shows: `delivery` is `queued`
 (waiting for its drone) or `delivered` (a drone holds it). Releasing a delivered task puts it
 back to `queued` and keeps its status, because status never moves backwards.
 
-Methods raise StoreUnavailable for transient failures and nothing driver-specific.
+How outcomes come back, for every method:
+- Lookups (get_task, get_result, and the listings) return None, or nothing, when absent.
+- Commands a caller asks for on a task (apply_status, save_result, cancel) return an outcome
+  on success and raise from the TaskError tree when refused: TaskNotFound, TaskNotYours,
+  TaskAlreadyFinished or StatusNotReportable, with the task as it stands in `.task`.
+- Delivery bookkeeping (mark_dispatched, claim, release) returns the task, or None when the
+  write did not apply. Losing that race is their normal case (a duplicate or late message,
+  a task cancelled meanwhile), it sits on the hot path of every message, and every caller
+  answers it alike, by dropping the message, so no reason is worth an exception there.
+- create_task is idempotent: a replay is an outcome (`created=False`), not a refusal.
+Any method raises StoreUnavailable for transient failures, and nothing driver-specific.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-from shared.models import ErrorCode, NewTask, ResultRecord, TaskRecord
+from shared.lifecycle import ErrorCode
+from shared.models import NewTask, ResultRecord, TaskRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,27 +41,20 @@ class CreateOutcome:
 @dataclass(frozen=True, slots=True)
 class ResultOutcome:
     task: TaskRecord
-    result: ResultRecord | None
-    """The stored result: the new one, or the one stored before for this task, if any."""
-    stored: bool
-    """True only for the first result of a task that was not yet terminal."""
-
-
-StatusVerdict = Literal["applied", "ignored", "not_found", "not_yours", "invalid"]
+    """The task the result ended."""
+    result: ResultRecord
+    """The result as stored (an adapter may have normalised its result_id)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StatusOutcome:
-    verdict: StatusVerdict
-    """applied: stored (notify the app). ignored: the task is already terminal (ack quietly)."""
-    task: TaskRecord | None
+    task: TaskRecord
+    """The task with the status applied: the app is to hear of it."""
 
 
 @dataclass(frozen=True, slots=True)
 class CancelOutcome:
     task: TaskRecord
-    cancelled: bool
-    """False when the task was already terminal (REST answers 409)."""
     was_delivered: bool
     """True when a drone held the task at the moment it was cancelled."""
 
@@ -153,16 +155,21 @@ class TaskStore(Protocol):
     # --- drone reports ----------------------------------------------------------------------
     async def apply_status(self, task_id: str, drone_id: str, status: str) -> StatusOutcome:
         """A drone's status update. Only `processing` is a status a drone may report (results
-        end a task); repeating it is a progress report and is applied again."""
+        end a task); repeating it is a progress report and is applied again. Raises
+        StatusNotReportable for any other status, TaskNotFound, TaskNotYours when the task is
+        another drone's, and TaskAlreadyFinished when it is terminal; none changes the task."""
         ...
 
     async def save_result(self, result: ResultRecord) -> ResultOutcome:
         """Store a drone's result and end its task: completed, or failed with `drone_error`.
-        The caller checks that the drone owns the task. A second result is not stored."""
+        The caller checks that the drone owns the task. Raises TaskNotFound, and
+        TaskAlreadyFinished when the task is terminal (a second result, or one after cancel):
+        that result is not stored, and `.result` is the one stored before, if any."""
         ...
 
-    async def cancel(self, task_id: str) -> CancelOutcome | None:
-        """Cancel a non-terminal task (error_code `cancelled`). None when the task is unknown."""
+    async def cancel(self, task_id: str) -> CancelOutcome:
+        """Cancel a non-terminal task (error_code `cancelled`). Raises TaskNotFound, and
+        TaskAlreadyFinished when the task is terminal (REST answers 409)."""
         ...
 
     # --- notification bookkeeping ----------------------------------------------------------

@@ -1,107 +1,17 @@
-"""The TaskStore contract, written once against the port and run on every adapter.
-
-MongoDB runs when `mongodb_url` (tests/conftest.py) finds a server, each test in a database of
-its own that is dropped afterwards; otherwise those cases skip with the reason. The SQLite-only
-tests at the end cover what only a file can show: durability, several stores (and processes)
-on one file, and the query plans.
-"""
+"""The TaskStore contract, written once against the port and run on every adapter (the `store`
+fixture, tests/contract/conftest.py). What only one adapter can show lives beside its unit
+tests: tests/unit/test_sqlite_store.py."""
 
 import asyncio
 import base64
-import contextlib
-import sqlite3
-import sys
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from shared.clock import iso_after, now_iso
-from shared.errors import StoreUnavailable, TaskNotFound
-from shared.ids import new_object_id, new_task_id
-from shared.models import NewTask, ResultRecord, TaskRecord
-from shared.store import TaskStore
-from shared.store.mongo import MongoTaskStore
-from shared.store.sqlite import (
-    EXPIRE_CANDIDATES_SQL,
-    OVERDUE_SQL,
-    PENDING_FOR_DRONE_SQL,
-    RESULTS_FOR_DRONE_SQL,
-    ROUTED_BEFORE_SQL,
-    UNDISPATCHED_SQL,
-    UNNOTIFIED_SQL,
-    SQLiteTaskStore,
-)
-
-DRONE = "Drone001"
-APP = "App001"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskStore]:
-    if request.param == "sqlite":
-        async with SQLiteTaskStore(tmp_path / "data" / "droneflow.db") as sqlite_store:
-            yield sqlite_store
-        return
-    url = request.getfixturevalue("mongodb_url")
-    database = f"droneflow_test_{uuid.uuid4().hex[:12]}"
-    async with MongoTaskStore(url, database=database) as mongo_store:
-        try:
-            yield mongo_store
-        finally:
-            await mongo_store.drop_database()
-
-
-def new_task(
-    *, app_id: str = APP, drone_id: str = DRONE, priority: int = 2, **options: object
-) -> NewTask:
-    return NewTask.model_validate(
-        {
-            "task_id": new_task_id(),
-            "app_id": app_id,
-            "drone_id": drone_id,
-            "task_type": "image_analysis",
-            "input_data": {
-                "image_url": "https://example.com/image.jpg",
-                "parameters": {"confidence_threshold": 0.8, "max_objects": 10, "tags": ["a"]},
-            },
-            "priority": priority,
-            **options,
-        }
-    )
-
-
-def result_for(
-    task_id: str,
-    *,
-    success: bool = True,
-    error_message: str | None = None,
-    timestamp: str | None = None,
-    drone_id: str = DRONE,
-) -> ResultRecord:
-    return ResultRecord(
-        result_id=new_object_id(),
-        task_id=task_id,
-        drone_id=drone_id,
-        result_data={"detected_objects": [{"type": "person", "confidence": 0.95}]},
-        processing_time=1.25,
-        success=success,
-        error_message=error_message,
-        timestamp=timestamp or now_iso(),
-    )
-
-
-async def create(store: TaskStore, **options: Any) -> TaskRecord:
-    return (await store.create_task(new_task(**options))).task
-
-
-async def claimed(store: TaskStore, **options: Any) -> TaskRecord:
-    task = await create(store, **options)
-    delivered = await store.claim(task.task_id, task.drone_id)
-    assert delivered is not None
-    return delivered
+from shared.errors import StatusNotReportable, TaskAlreadyFinished, TaskNotFound, TaskNotYours
+from shared.models import ResultRecord, TaskRecord
+from shared.store import ResultOutcome, TaskStore
+from tests.builders import APP, DRONE, claimed, create, new_task, result_for
 
 
 async def all_pages(store: TaskStore, limit: int, **filters: str | None) -> list[TaskRecord]:
@@ -557,8 +467,6 @@ async def test_apply_status_processing_starts_the_task(store: TaskStore) -> None
 
     outcome = await store.apply_status(task.task_id, DRONE, "processing")
 
-    assert outcome.verdict == "applied"
-    assert outcome.task is not None
     assert outcome.task.status == "processing"
     assert outcome.task.started_at is not None
     assert await store.get_task(task.task_id) == outcome.task
@@ -571,30 +479,29 @@ async def test_apply_status_processing_again_is_a_progress_report(store: TaskSto
 
     again = await store.apply_status(task.task_id, DRONE, "processing")
 
-    assert again.verdict == "applied"
-    assert again.task is not None
-    assert first.task is not None
     assert again.task.started_at == first.task.started_at
     assert again.task.updated_at > first.task.updated_at
 
 
-async def test_apply_status_verdicts(store: TaskStore) -> None:
+async def test_apply_status_refusals_raise_and_change_nothing(store: TaskStore) -> None:
     task = await claimed(store)
     ended = await claimed(store)
     await store.save_result(result_for(ended.task_id))
 
-    ignored = await store.apply_status(ended.task_id, DRONE, "processing")
-    not_yours = await store.apply_status(task.task_id, "Drone002", "processing")
-    not_found = await store.apply_status("task_unknown", DRONE, "processing")
+    with pytest.raises(TaskAlreadyFinished) as ignored:
+        await store.apply_status(ended.task_id, DRONE, "processing")
+    with pytest.raises(TaskNotYours) as not_yours:
+        await store.apply_status(task.task_id, "Drone002", "processing")
+    with pytest.raises(TaskNotFound) as not_found:
+        await store.apply_status("task_unknown", DRONE, "processing")
 
-    assert ignored.verdict == "ignored"
-    assert ignored.task is not None
-    assert ignored.task.status == "completed"
-    assert not_yours.verdict == "not_yours"
-    assert not_found.verdict == "not_found"
-    assert not_found.task is None
+    assert ignored.value.task is not None
+    assert ignored.value.task.status == "completed"
+    assert not_yours.value.task == task
+    assert not_found.value.task is None
     for status in ("completed", "failed", "pending", "cancelled", "bogus"):
-        assert (await store.apply_status(task.task_id, DRONE, status)).verdict == "invalid"
+        with pytest.raises(StatusNotReportable):
+            await store.apply_status(task.task_id, DRONE, status)
     assert await store.get_task(task.task_id) == task
 
 
@@ -604,7 +511,6 @@ async def test_save_result_completes_the_task(store: TaskStore) -> None:
 
     outcome = await store.save_result(result)
 
-    assert outcome.stored
     assert outcome.result == result
     assert (outcome.task.status, outcome.task.error_code) == ("completed", None)
     assert outcome.task.finished_at is not None
@@ -619,7 +525,7 @@ async def test_save_result_of_a_failure_fails_the_task(store: TaskStore) -> None
 
     outcome = await store.save_result(result)
 
-    assert outcome.stored
+    assert outcome.result == result
     assert outcome.task.status == "failed"
     assert outcome.task.error_code == "drone_error"
     assert outcome.task.error_message == "Invalid image format"
@@ -632,7 +538,6 @@ async def test_save_result_straight_from_pending_is_allowed(store: TaskStore) ->
 
     outcome = await store.save_result(result_for(task.task_id))
 
-    assert outcome.stored
     assert outcome.task.status == "completed"
 
 
@@ -641,11 +546,12 @@ async def test_save_result_keeps_only_the_first_result(store: TaskStore) -> None
     first = result_for(task.task_id)
     await store.save_result(first)
 
-    again = await store.save_result(result_for(task.task_id, success=False, error_message="x"))
+    with pytest.raises(TaskAlreadyFinished) as again:
+        await store.save_result(result_for(task.task_id, success=False, error_message="x"))
 
-    assert not again.stored
-    assert again.result == first
-    assert again.task.status == "completed"
+    assert again.value.result == first
+    assert again.value.task is not None
+    assert again.value.task.status == "completed"
     assert await store.get_result(task.task_id) == first
     assert await store.results_for_drone(DRONE, 10) == [first]
 
@@ -654,11 +560,12 @@ async def test_save_result_after_cancel_is_not_stored(store: TaskStore) -> None:
     task = await claimed(store)
     await store.cancel(task.task_id)
 
-    outcome = await store.save_result(result_for(task.task_id))
+    with pytest.raises(TaskAlreadyFinished) as refused:
+        await store.save_result(result_for(task.task_id))
 
-    assert not outcome.stored
-    assert outcome.result is None
-    assert outcome.task.status == "cancelled"
+    assert refused.value.result is None
+    assert refused.value.task is not None
+    assert refused.value.task.status == "cancelled"
     assert await store.get_result(task.task_id) is None
 
 
@@ -671,12 +578,16 @@ async def test_concurrent_results_of_one_task_store_exactly_one(store: TaskStore
     task = await claimed(store)
     results = [result_for(task.task_id, success=index % 2 == 0) for index in range(12)]
 
-    outcomes = await asyncio.gather(*(store.save_result(result) for result in results))
+    outcomes = await asyncio.gather(
+        *(store.save_result(result) for result in results), return_exceptions=True
+    )
 
-    winners = [outcome for outcome in outcomes if outcome.stored]
+    winners = [outcome for outcome in outcomes if isinstance(outcome, ResultOutcome)]
+    losers = [outcome for outcome in outcomes if isinstance(outcome, TaskAlreadyFinished)]
     assert len(winners) == 1
+    assert len(losers) == len(results) - 1
     winner = winners[0].result
-    assert all(outcome.result == winner for outcome in outcomes)
+    assert all(loser.result == winner for loser in losers)
     assert await store.get_result(task.task_id) == winner
     assert await store.results_for_drone(DRONE, 20) == [winner]
 
@@ -691,7 +602,7 @@ async def test_failing_calls_do_not_fail_calls_running_beside_them(store: TaskSt
     )
 
     assert all(isinstance(outcome, TaskNotFound) for outcome in outcomes[:10])
-    assert all(getattr(outcome, "stored", False) for outcome in outcomes[10:])
+    assert all(isinstance(outcome, ResultOutcome) for outcome in outcomes[10:])
 
 
 async def test_cancel_ends_a_pending_task(store: TaskStore) -> None:
@@ -699,8 +610,7 @@ async def test_cancel_ends_a_pending_task(store: TaskStore) -> None:
 
     outcome = await store.cancel(task.task_id)
 
-    assert outcome is not None
-    assert (outcome.cancelled, outcome.was_delivered) == (True, False)
+    assert not outcome.was_delivered
     assert (outcome.task.status, outcome.task.error_code) == ("cancelled", "cancelled")
     assert outcome.task.finished_at is not None
     assert await store.pending_for_drone(DRONE, 10) == []
@@ -711,8 +621,8 @@ async def test_cancel_of_a_delivered_task_says_a_drone_held_it(store: TaskStore)
 
     outcome = await store.cancel(task.task_id)
 
-    assert outcome is not None
-    assert (outcome.cancelled, outcome.was_delivered) == (True, True)
+    assert outcome.was_delivered
+    assert outcome.task.status == "cancelled"
     assert await store.overdue(iso_after(3600), 10) == []
     assert await store.release_drone(DRONE) == []
 
@@ -721,12 +631,13 @@ async def test_cancel_of_a_terminal_or_unknown_task(store: TaskStore) -> None:
     task = await claimed(store)
     await store.save_result(result_for(task.task_id))
 
-    outcome = await store.cancel(task.task_id)
+    with pytest.raises(TaskAlreadyFinished) as refused:
+        await store.cancel(task.task_id)
 
-    assert outcome is not None
-    assert (outcome.cancelled, outcome.was_delivered) == (False, False)
-    assert outcome.task.status == "completed"
-    assert await store.cancel("task_unknown") is None
+    assert refused.value.task is not None
+    assert refused.value.task.status == "completed"
+    with pytest.raises(TaskNotFound):
+        await store.cancel("task_unknown")
 
 
 async def test_a_finished_task_never_moves_backwards(store: TaskStore) -> None:
@@ -738,12 +649,14 @@ async def test_a_finished_task_never_moves_backwards(store: TaskStore) -> None:
     assert await store.claim(task.task_id, DRONE) is None
     assert await store.release(task.task_id, DRONE) is None
     assert await store.release_drone(DRONE) == []
-    assert (await store.apply_status(task.task_id, DRONE, "processing")).verdict == "ignored"
-    assert (await store.apply_status(task.task_id, DRONE, "pending")).verdict == "invalid"
-    assert not (await store.save_result(result_for(task.task_id))).stored
-    cancel = await store.cancel(task.task_id)
-    assert cancel is not None
-    assert not cancel.cancelled
+    with pytest.raises(TaskAlreadyFinished):
+        await store.apply_status(task.task_id, DRONE, "processing")
+    with pytest.raises(StatusNotReportable):
+        await store.apply_status(task.task_id, DRONE, "pending")
+    with pytest.raises(TaskAlreadyFinished):
+        await store.save_result(result_for(task.task_id))
+    with pytest.raises(TaskAlreadyFinished):
+        await store.cancel(task.task_id)
     assert await store.expire(iso_after(3600), 10) == []
     assert await store.overdue(iso_after(3600), 10) == []
     assert await store.reset_dispatch() == 0
@@ -809,128 +722,3 @@ async def test_results_for_drone_lists_newest_first(store: TaskStore) -> None:
     assert newest == results[::-1][:3]
     assert len(await store.results_for_drone(DRONE, 50)) == 5
     assert await store.results_for_drone("Drone404", 50) == []
-
-
-# --- SQLite only ----------------------------------------------------------------------------
-
-
-async def test_sqlite_store_keeps_its_data_when_reopened(tmp_path: Path) -> None:
-    path = tmp_path / "droneflow.db"
-    async with SQLiteTaskStore(path) as first:
-        task = await create(first)
-        result = result_for(task.task_id)
-        await first.save_result(result)
-        stored = await first.get_task(task.task_id)
-
-    async with SQLiteTaskStore(path) as reopened:
-        assert await reopened.get_task(task.task_id) == stored
-        assert await reopened.get_result(task.task_id) == result
-
-
-async def test_sqlite_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
-    path = tmp_path / "droneflow.db"
-    async with SQLiteTaskStore(path) as first, SQLiteTaskStore(path) as second:
-        task = await create(first)
-        assert await second.get_task(task.task_id) == task
-
-        delivered = await second.claim(task.task_id, DRONE)
-
-        assert await first.get_task(task.task_id) == delivered
-
-
-async def test_sqlite_concurrent_claims_from_two_stores_deliver_once(tmp_path: Path) -> None:
-    path = tmp_path / "droneflow.db"
-    async with SQLiteTaskStore(path) as first, SQLiteTaskStore(path) as second:
-        tasks = [await create(first) for _ in range(20)]
-
-        claims = await asyncio.gather(
-            *(
-                store.claim(task.task_id, DRONE)
-                for task in tasks
-                for store in (first, second, first, second)
-            )
-        )
-
-        winners = [claim.task_id for claim in claims if claim is not None]
-        assert sorted(winners) == sorted(task.task_id for task in tasks)
-
-
-_WRITER = """
-import asyncio, sys
-from pathlib import Path
-from typing import Any
-from shared.models import NewTask
-from shared.store.sqlite import SQLiteTaskStore
-
-async def main():
-    async with SQLiteTaskStore(Path(sys.argv[1])) as store:
-        for index in range(50):
-            await store.create_task(NewTask(
-                task_id=f"task_{index:04d}", app_id="App001", drone_id="Drone001",
-                task_type="t", input_data={}))
-
-asyncio.run(main())
-"""
-
-
-async def test_sqlite_store_sees_commits_of_another_process(tmp_path: Path) -> None:
-    path = tmp_path / "droneflow.db"
-    async with SQLiteTaskStore(path) as store:
-        writer = await asyncio.create_subprocess_exec(sys.executable, "-c", _WRITER, str(path))
-        claims = 0
-        while writer.returncode is None:
-            # Racing the writer: claims may hit the file while it commits.
-            for task in await store.pending_for_drone(DRONE, 100):
-                claims += await store.claim(task.task_id, DRONE) is not None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(writer.wait(), 0.01)
-
-        assert writer.returncode == 0
-        for task in await store.pending_for_drone(DRONE, 100):
-            claims += await store.claim(task.task_id, DRONE) is not None
-        assert claims == 50
-
-
-async def test_sqlite_store_that_cannot_open_its_file_is_unavailable(tmp_path: Path) -> None:
-    (tmp_path / "droneflow.db").mkdir()
-
-    with pytest.raises(StoreUnavailable):
-        async with SQLiteTaskStore(tmp_path / "droneflow.db"):
-            pass
-
-
-async def test_sqlite_store_refuses_calls_once_closed(tmp_path: Path) -> None:
-    async with SQLiteTaskStore(tmp_path / "droneflow.db") as store:
-        pass
-
-    with pytest.raises(StoreUnavailable):
-        await store.get_task("task_1")
-
-
-@pytest.mark.parametrize(
-    ("sql", "params", "index"),
-    [
-        (PENDING_FOR_DRONE_SQL, (DRONE, 10), "ix_tasks_drone_pending (drone_id=? AND status=?)"),
-        (RESULTS_FOR_DRONE_SQL, (DRONE, 10), "ix_results_drone (drone_id=?)"),
-        (UNDISPATCHED_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_undispatched"),
-        (ROUTED_BEFORE_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_routed"),
-        (OVERDUE_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_overdue"),
-        (EXPIRE_CANDIDATES_SQL, (None, None, "2024-01-01T00:00:00.000Z", 10), "ix_tasks_expire"),
-        (UNNOTIFIED_SQL, (10,), "ix_tasks_unnotified"),
-    ],
-)
-async def test_sqlite_hot_queries_use_an_index(
-    tmp_path: Path, sql: str, params: tuple[object, ...], index: str
-) -> None:
-    path = tmp_path / "droneflow.db"
-    async with SQLiteTaskStore(path):
-        pass
-    connection = sqlite3.connect(path)
-    try:
-        plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
-    finally:
-        connection.close()
-
-    assert any(f"USING INDEX {index}" in step for step in plan), plan
-    assert not any("TEMP B-TREE" in step for step in plan), plan
-    assert not any(step.startswith("SCAN") and "INDEX" not in step for step in plan), plan

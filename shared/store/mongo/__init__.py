@@ -14,9 +14,7 @@ is a pipeline, still one atomic write.
 """
 
 from shared.store.mongo.documents import (
-    CANCELLED_MESSAGE,
     DEFAULT_DATABASE,
-    EXPIRED_MESSAGE,
     LIVE,
     RESULT_INDEXES,
     RESULTS,
@@ -27,9 +25,7 @@ from shared.store.mongo.documents import (
 from shared.store.mongo.store import MongoTaskStore
 
 __all__ = [
-    "CANCELLED_MESSAGE",
     "DEFAULT_DATABASE",
-    "EXPIRED_MESSAGE",
     "LIVE",
     "RESULTS",
     "RESULT_INDEXES",

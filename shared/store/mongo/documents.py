@@ -5,6 +5,7 @@ from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from shared.lifecycle import ACTIVE_STATUSES, TaskStatus, sources
 from shared.models import ResultRecord, TaskRecord
 
 Document = dict[str, Any]
@@ -12,9 +13,17 @@ Document = dict[str, Any]
 DEFAULT_DATABASE: Final = "droneflow"
 TASKS: Final = "processingTasks"
 RESULTS: Final = "processingResults"
-LIVE: Final = {"$in": ["pending", "processing"]}
-CANCELLED_MESSAGE: Final = "cancelled by the application"
-EXPIRED_MESSAGE: Final = "no drone took the task within its ttl_s"
+
+
+def status_in(statuses: tuple[TaskStatus, ...]) -> Document:
+    return {"$in": list(statuses)}
+
+
+# The status filters of the transitions, derived from the state machine.
+LIVE: Final = status_in(ACTIVE_STATUSES)
+MAY_START: Final = status_in(sources("processing"))
+MAY_END_WITH_RESULT: Final = status_in(sources("completed", "failed"))
+MAY_CANCEL: Final = status_in(sources("cancelled"))
 
 # What a task document holds beyond TaskRecord: expires_at (created_at + ttl_s) and
 # deadline_at (delivered_at + timeout_s) make the sweeps index scans; _result is step 1 of

@@ -24,11 +24,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import now_iso
-from shared.errors import TaskNotFound
+from shared.errors import TaskAlreadyFinished, TaskNotFound
+from shared.lifecycle import result_ending
 from shared.models import ResultRecord, TaskRecord
 from shared.store import ResultOutcome
 from shared.store.mongo.documents import (
-    LIVE,
+    MAY_END_WITH_RESULT,
     TASK_WITH_RESULT,
     Document,
     result_record,
@@ -46,14 +47,10 @@ async def write_result(
         result = result.model_copy(update={"result_id": str(result_id)})
     document = {"_id": result_id, **result.model_dump(exclude={"result_id"})}
     now = now_iso()
-    status, error_code, error_message = (
-        ("completed", None, None)
-        if result.success
-        else ("failed", "drone_error", result.error_message)
-    )
+    status, error_code, error_message = result_ending(result.success, result.error_message)
     task = await transition(
         tasks,
-        {"task_id": result.task_id, "status": LIVE},
+        {"task_id": result.task_id, "status": MAY_END_WITH_RESULT},
         {
             "$set": {
                 "status": status,
@@ -68,7 +65,7 @@ async def write_result(
     )
     if task is not None:
         await store_result(results, document)
-        return ResultOutcome(task, result, stored=True)
+        return ResultOutcome(task, result)
     ended = await tasks.find_one({"task_id": result.task_id}, TASK_WITH_RESULT)
     if ended is None:
         raise TaskNotFound(result.task_id)
@@ -76,8 +73,10 @@ async def write_result(
     if stored is None and "_result" in ended:
         stored = await store_result(results, ended["_result"])  # step 2 of a crashed call
     ended.pop("_result", None)
-    return ResultOutcome(
-        task_record(ended), None if stored is None else result_record(stored), stored=False
+    raise TaskAlreadyFinished(
+        result.task_id,
+        task=task_record(ended),
+        result=None if stored is None else result_record(stored),
     )
 
 

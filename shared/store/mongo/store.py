@@ -12,13 +12,23 @@ from pymongo.errors import ConfigurationError as MongoConfigurationError
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import format_timestamp, now_iso, parse_timestamp
-from shared.errors import ConfigurationError, StoreError
-from shared.models import ErrorCode, NewTask, ResultRecord, TaskRecord
+from shared.errors import (
+    ConfigurationError,
+    StatusNotReportable,
+    StoreError,
+    TaskAlreadyFinished,
+    TaskNotFound,
+    TaskNotYours,
+)
+from shared.lifecycle import DRONE_REPORTABLE, ErrorCode
+from shared.models import NewTask, ResultRecord, TaskRecord
 from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome, TaskPage
 from shared.store.cursor import decode_cursor, encode_cursor
 from shared.store.mongo.documents import (
     DEFAULT_DATABASE,
     LIVE,
+    MAY_CANCEL,
+    MAY_START,
     RESULT_INDEXES,
     RESULTS,
     TASK_INDEXES,
@@ -48,8 +58,8 @@ from shared.store.mongo.transitions import (
 class MongoTaskStore:
     """The TaskStore port on MongoDB; `async with MongoTaskStore(url) as store`. The database is
     `database`, else the URL's default database, else "droneflow". Raises StoreUnavailable for
-    network and server-selection failures, StoreError for other server errors, and
-    TaskNotFound from `save_result` for an unknown task."""
+    network and server-selection failures, StoreError for other server errors, and the
+    TaskError tree as the port says."""
 
     def __init__(self, url: str, database: str | None = None) -> None:
         self.url = url
@@ -330,41 +340,41 @@ class MongoTaskStore:
     # --- drone reports ----------------------------------------------------------------------
     @translated
     async def apply_status(self, task_id: str, drone_id: str, status: str) -> StatusOutcome:
-        if status != "processing":
-            return StatusOutcome("invalid", None)
+        if status not in DRONE_REPORTABLE:
+            raise StatusNotReportable(task_id, f"a drone may not report status {status!r}")
         task = await transition(
             self._tasks,
-            {"task_id": task_id, "drone_id": drone_id, "status": LIVE},
+            {"task_id": task_id, "drone_id": drone_id, "status": MAY_START},
             processing_update(),
         )
         if task is not None:
-            return StatusOutcome("applied", task)
+            return StatusOutcome(task)
         task = await self.get_task(task_id)
         if task is None:
-            return StatusOutcome("not_found", None)
+            raise TaskNotFound(task_id)
         if task.drone_id != drone_id:
-            return StatusOutcome("not_yours", task)
-        return StatusOutcome("ignored", task)
+            raise TaskNotYours(task_id, task=task)
+        raise TaskAlreadyFinished(task_id, task=task)
 
     @translated
     async def save_result(self, result: ResultRecord) -> ResultOutcome:
         return await write_result(self._tasks, self._results, result)
 
     @translated
-    async def cancel(self, task_id: str) -> CancelOutcome | None:
+    async def cancel(self, task_id: str) -> CancelOutcome:
         now = now_iso()
         # `delivery` is left as it was, so the returned task still says whether a drone held it.
         task = await transition(
             self._tasks,
-            {"task_id": task_id, "status": LIVE},
+            {"task_id": task_id, "status": MAY_CANCEL},
             cancelled_update(now),
         )
         if task is not None:
-            return CancelOutcome(task, cancelled=True, was_delivered=task.delivery == "delivered")
+            return CancelOutcome(task, was_delivered=task.delivery == "delivered")
         task = await self.get_task(task_id)
         if task is None:
-            return None
-        return CancelOutcome(task, cancelled=False, was_delivered=False)
+            raise TaskNotFound(task_id)
+        raise TaskAlreadyFinished(task_id, task=task)
 
     # --- notification bookkeeping ----------------------------------------------------------
     @translated

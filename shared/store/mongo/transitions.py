@@ -5,10 +5,9 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.clock import now_iso, parse_timestamp
-from shared.models import ErrorCode, TaskRecord
+from shared.lifecycle import CANCELLED_MESSAGE, EXPIRED_MESSAGE, ErrorCode, max_attempts_message
+from shared.models import TaskRecord
 from shared.store.mongo.documents import (
-    CANCELLED_MESSAGE,
-    EXPIRED_MESSAGE,
     LIVE,
     TASK_PROJECTION,
     Document,
@@ -83,14 +82,8 @@ def release_update(reason: ErrorCode | None) -> list[Document]:
     """Back to `queued`, or failed with `max_attempts` when the attempts are used up."""
     now = {"$literal": now_iso()}
     give_up = {"$gte": ["$attempts", "$max_attempts"]}
-    message = {
-        "$concat": [
-            "no result after ",
-            {"$toString": "$attempts"},
-            " attempt(s)",
-            {"$literal": "" if reason is None else f" (last: {reason})"},
-        ]
-    }
+    head, tail = max_attempts_message(reason)
+    message = {"$concat": [{"$literal": head}, {"$toString": "$attempts"}, {"$literal": tail}]}
     # A $set stage computes every field from the document as it was before the stage.
     return [
         {

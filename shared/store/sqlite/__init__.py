@@ -10,31 +10,14 @@ never acts on a write that could still be rolled back.
 
 Every transition is one conditional `UPDATE … RETURNING` (SQLite ≥ 3.35), so it is atomic even
 when other processes write to the same file: BEGIN IMMEDIATE serialises the writers.
+
+    schema.py   the tables, their indexes and every SQL statement, its status terms derived
+                from shared.lifecycle
+    jobs.py     one function of (connection, now, *args) per store call, run by the worker
+    worker.py   the thread that owns the connection: batches, transactions, checkpoints
+    store.py    SQLiteTaskStore, the adapter: queues each call as a job
 """
 
-from shared.store.sqlite.jobs import CANCELLED_MESSAGE, EXPIRED_MESSAGE
-from shared.store.sqlite.schema import (
-    EXPIRE_CANDIDATES_SQL,
-    OVERDUE_SQL,
-    PENDING_FOR_DRONE_SQL,
-    RESULTS_FOR_DRONE_SQL,
-    ROUTED_BEFORE_SQL,
-    SCHEMA,
-    UNDISPATCHED_SQL,
-    UNNOTIFIED_SQL,
-)
 from shared.store.sqlite.store import SQLiteTaskStore
 
-__all__ = [
-    "CANCELLED_MESSAGE",
-    "EXPIRED_MESSAGE",
-    "EXPIRE_CANDIDATES_SQL",
-    "OVERDUE_SQL",
-    "PENDING_FOR_DRONE_SQL",
-    "RESULTS_FOR_DRONE_SQL",
-    "ROUTED_BEFORE_SQL",
-    "SCHEMA",
-    "UNDISPATCHED_SQL",
-    "UNNOTIFIED_SQL",
-    "SQLiteTaskStore",
-]
+__all__ = ["SQLiteTaskStore"]

@@ -5,52 +5,55 @@ import contextlib
 import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, NoReturn
 
 import orjson
 
 from shared.clock import format_timestamp, parse_timestamp
-from shared.errors import StoreError, TaskNotFound
-from shared.models import ErrorCode, NewTask, ResultRecord, TaskRecord, construct_trusted
+from shared.errors import StoreError, TaskAlreadyFinished, TaskNotFound, TaskNotYours
+from shared.lifecycle import (
+    CANCELLED_MESSAGE,
+    EXPIRED_MESSAGE,
+    ErrorCode,
+    max_attempts_message,
+    result_ending,
+)
+from shared.models import NewTask, ResultRecord, TaskRecord, construct_trusted
 from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome
 from shared.store.sqlite.schema import (
-    _APPLY_PROCESSING,
-    _CANCEL,
-    _CLAIM,
-    _DELETE_RESULT,
-    _END_WITH_RESULT,
-    _EXPIRE,
-    _INSERT_RESULT_IF_LIVE,
-    _INSERT_TASK,
-    _MARK_DISPATCHED,
-    _MARK_NOTIFIED,
-    _RELEASE,
-    _RELEASE_DRONE,
-    _RESET_DISPATCH,
-    _RESULT_FIELDS,
-    _SELECT_BY_IDEMPOTENCY_KEY,
-    _SELECT_RESULT,
-    _SELECT_TASK,
-    _TASK_FIELDS,
+    APPLY_PROCESSING_SQL,
+    CANCEL_SQL,
+    CLAIM_SQL,
+    DELETE_RESULT_SQL,
+    END_WITH_RESULT_SQL,
+    EXPIRE_SQL,
+    INSERT_RESULT_IF_LIVE_SQL,
+    INSERT_TASK_SQL,
+    MARK_DISPATCHED_SQL,
+    MARK_NOTIFIED_SQL,
+    RELEASE_DRONE_SQL,
+    RELEASE_SQL,
+    RESET_DISPATCH_SQL,
+    RESULT_FIELDS,
     RESULTS_FOR_DRONE_SQL,
+    SELECT_BY_IDEMPOTENCY_KEY_SQL,
+    SELECT_RESULT_SQL,
+    SELECT_TASK_SQL,
+    TASK_FIELDS,
     UNNOTIFIED_SQL,
 )
-
-CANCELLED_MESSAGE: Final = "cancelled by the application"
-EXPIRED_MESSAGE: Final = "no drone took the task within its ttl_s"
-
 
 # --- rows to records ------------------------------------------------------------------------
 
 
-def _task(row: Sequence[Any]) -> TaskRecord:
-    values = dict(zip(_TASK_FIELDS, row, strict=False))
+def _to_task(row: Sequence[Any]) -> TaskRecord:
+    values = dict(zip(TASK_FIELDS, row, strict=False))
     values["input_data"] = orjson.loads(values["input_data"])
     return construct_trusted(TaskRecord, values)
 
 
-def _result(row: Sequence[Any]) -> ResultRecord:
-    values = dict(zip(_RESULT_FIELDS, row, strict=False))
+def _to_result(row: Sequence[Any]) -> ResultRecord:
+    values = dict(zip(RESULT_FIELDS, row, strict=False))
     values["result_data"] = orjson.loads(values["result_data"])
     values["success"] = bool(values["success"])
     return construct_trusted(ResultRecord, values)
@@ -59,12 +62,12 @@ def _result(row: Sequence[Any]) -> ResultRecord:
 # --- the jobs: each runs on the worker thread inside the batch's transaction -------------------
 
 
-def _create_task(connection: sqlite3.Connection, now: str, new: NewTask) -> CreateOutcome:
+def create_task(connection: sqlite3.Connection, now: str, new: NewTask) -> CreateOutcome:
     expires_at = None
     if new.ttl_s is not None:
         expires_at = format_timestamp(parse_timestamp(now) + timedelta(seconds=new.ttl_s))
     inserted = connection.execute(
-        _INSERT_TASK,
+        INSERT_TASK_SQL,
         (
             new.task_id,
             new.app_id,
@@ -111,59 +114,59 @@ def _create_task(connection: sqlite3.Connection, now: str, new: NewTask) -> Crea
     row = None
     if new.idempotency_key is not None:
         row = connection.execute(
-            _SELECT_BY_IDEMPOTENCY_KEY, (new.app_id, new.idempotency_key)
+            SELECT_BY_IDEMPOTENCY_KEY_SQL, (new.app_id, new.idempotency_key)
         ).fetchone()
     if row is None:
-        row = connection.execute(_SELECT_TASK, (new.task_id,)).fetchone()
+        row = connection.execute(SELECT_TASK_SQL, (new.task_id,)).fetchone()
     if row is None:
         raise StoreError(f"task {new.task_id} was neither inserted nor found")
-    return CreateOutcome(_task(row), created=False)
+    return CreateOutcome(_to_task(row), created=False)
 
 
-def _get_task(connection: sqlite3.Connection, now: str, task_id: str) -> TaskRecord | None:
-    row = connection.execute(_SELECT_TASK, (task_id,)).fetchone()
-    return None if row is None else _task(row)
+def get_task(connection: sqlite3.Connection, now: str, task_id: str) -> TaskRecord | None:
+    row = connection.execute(SELECT_TASK_SQL, (task_id,)).fetchone()
+    return None if row is None else _to_task(row)
 
 
-def _select_tasks(
+def select_tasks(
     connection: sqlite3.Connection, now: str, sql: str, params: tuple[object, ...]
 ) -> list[TaskRecord]:
-    return [_task(row) for row in connection.execute(sql, params)]
+    return [_to_task(row) for row in connection.execute(sql, params)]
 
 
-def _get_result(connection: sqlite3.Connection, now: str, task_id: str) -> ResultRecord | None:
-    row = connection.execute(_SELECT_RESULT, (task_id,)).fetchone()
-    return None if row is None else _result(row)
+def get_result(connection: sqlite3.Connection, now: str, task_id: str) -> ResultRecord | None:
+    row = connection.execute(SELECT_RESULT_SQL, (task_id,)).fetchone()
+    return None if row is None else _to_result(row)
 
 
-def _results_for_drone(
+def results_for_drone(
     connection: sqlite3.Connection, now: str, drone_id: str, limit: int
 ) -> list[ResultRecord]:
-    return [_result(row) for row in connection.execute(RESULTS_FOR_DRONE_SQL, (drone_id, limit))]
+    return [_to_result(row) for row in connection.execute(RESULTS_FOR_DRONE_SQL, (drone_id, limit))]
 
 
 def _one_task(cursor: sqlite3.Cursor) -> TaskRecord | None:
     # fetchall, not fetchone: it steps the UPDATE … RETURNING to its end, so the statement is
     # finished before COMMIT whatever happens to the cursor object.
     rows = cursor.fetchall()
-    return _task(rows[0]) if rows else None
+    return _to_task(rows[0]) if rows else None
 
 
-def _mark_dispatched(connection: sqlite3.Connection, now: str, task_id: str) -> TaskRecord | None:
-    return _one_task(connection.execute(_MARK_DISPATCHED, (now, task_id)))
+def mark_dispatched(connection: sqlite3.Connection, now: str, task_id: str) -> TaskRecord | None:
+    return _one_task(connection.execute(MARK_DISPATCHED_SQL, (now, task_id)))
 
 
-def _reset_dispatch(connection: sqlite3.Connection, now: str) -> int:
-    return connection.execute(_RESET_DISPATCH).rowcount
+def reset_dispatch(connection: sqlite3.Connection, now: str) -> int:
+    return connection.execute(RESET_DISPATCH_SQL).rowcount
 
 
-def _claim(
+def claim(
     connection: sqlite3.Connection, now: str, task_id: str, drone_id: str
 ) -> TaskRecord | None:
-    return _one_task(connection.execute(_CLAIM, (now, task_id, drone_id)))
+    return _one_task(connection.execute(CLAIM_SQL, (now, task_id, drone_id)))
 
 
-def _release(
+def release(
     connection: sqlite3.Connection,
     now: str,
     task_id: str,
@@ -171,43 +174,43 @@ def _release(
     reason: ErrorCode | None,
     attempt: int | None,
 ) -> TaskRecord | None:
-    return _one_task(connection.execute(_RELEASE, (now, reason, task_id, drone_id, attempt)))
+    head, tail = max_attempts_message(reason)
+    return _one_task(connection.execute(RELEASE_SQL, (now, head, tail, task_id, drone_id, attempt)))
 
 
-def _release_drone(connection: sqlite3.Connection, now: str, drone_id: str) -> list[TaskRecord]:
-    return [_task(row) for row in connection.execute(_RELEASE_DRONE, (now, None, drone_id))]
+def release_drone(connection: sqlite3.Connection, now: str, drone_id: str) -> list[TaskRecord]:
+    head, tail = max_attempts_message(None)
+    return [
+        _to_task(row) for row in connection.execute(RELEASE_DRONE_SQL, (now, head, tail, drone_id))
+    ]
 
 
-def _expire(connection: sqlite3.Connection, now: str, cutoff: str, limit: int) -> list[TaskRecord]:
-    rows = connection.execute(_EXPIRE, (now, EXPIRED_MESSAGE, cutoff, limit)).fetchall()
-    return sorted(map(_task, rows), key=lambda task: (task.created_at, task.task_id))
+def expire(connection: sqlite3.Connection, now: str, cutoff: str, limit: int) -> list[TaskRecord]:
+    rows = connection.execute(EXPIRE_SQL, (now, EXPIRED_MESSAGE, cutoff, limit)).fetchall()
+    return sorted(map(_to_task, rows), key=lambda task: (task.created_at, task.task_id))
 
 
-def _apply_processing(
+def apply_processing(
     connection: sqlite3.Connection, now: str, task_id: str, drone_id: str
 ) -> StatusOutcome:
-    task = _one_task(connection.execute(_APPLY_PROCESSING, (now, task_id, drone_id)))
+    task = _one_task(connection.execute(APPLY_PROCESSING_SQL, (now, task_id, drone_id)))
     if task is not None:
-        return StatusOutcome("applied", task)
-    task = _get_task(connection, now, task_id)
+        return StatusOutcome(task)
+    task = get_task(connection, now, task_id)
     if task is None:
-        return StatusOutcome("not_found", None)
+        raise TaskNotFound(task_id)
     if task.drone_id != drone_id:
-        return StatusOutcome("not_yours", task)
-    return StatusOutcome("ignored", task)
+        raise TaskNotYours(task_id, task=task)
+    raise TaskAlreadyFinished(task_id, task=task)
 
 
-def _save_result(connection: sqlite3.Connection, now: str, result: ResultRecord) -> ResultOutcome:
-    status, error_code, error_message = (
-        ("completed", None, None)
-        if result.success
-        else ("failed", "drone_error", result.error_message)
-    )
+def save_result(connection: sqlite3.Connection, now: str, result: ResultRecord) -> ResultOutcome:
+    status, error_code, error_message = result_ending(result.success, result.error_message)
     # Result first, then the task's end: two statements where a savepoint around them took
     # four, in the hottest write. The batch holds the write lock, so nothing can end the task in
     # between; should ending it fail anyway, the result it would have orphaned goes again.
     inserted = connection.execute(
-        _INSERT_RESULT_IF_LIVE,
+        INSERT_RESULT_IF_LIVE_SQL,
         (
             result.result_id,
             result.task_id,
@@ -219,46 +222,51 @@ def _save_result(connection: sqlite3.Connection, now: str, result: ResultRecord)
             result.timestamp,
         ),
     ).rowcount
-    if inserted:
-        try:
-            task = _one_task(
-                connection.execute(
-                    _END_WITH_RESULT, (now, status, error_code, error_message, result.task_id)
-                )
+    if not inserted:
+        _refuse_result(connection, now, result.task_id)
+    try:
+        task = _one_task(
+            connection.execute(
+                END_WITH_RESULT_SQL, (now, status, error_code, error_message, result.task_id)
             )
-            if task is None:
-                raise StoreError(f"task {result.task_id} was live, then not, in one transaction")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):  # gone if SQLite aborted the transaction
-                connection.execute(_DELETE_RESULT, (result.task_id,))
-            raise
-        return ResultOutcome(task, result, stored=True)
-    task = _get_task(connection, now, result.task_id)
+        )
+        if task is None:
+            raise StoreError(f"task {result.task_id} was live, then not, in one transaction")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # gone if SQLite aborted the transaction
+            connection.execute(DELETE_RESULT_SQL, (result.task_id,))
+        raise
+    return ResultOutcome(task, result)
+
+
+def _refuse_result(connection: sqlite3.Connection, now: str, task_id: str) -> NoReturn:
+    task = get_task(connection, now, task_id)
     if task is None:
-        raise TaskNotFound(result.task_id)
-    return ResultOutcome(task, _get_result(connection, now, result.task_id), stored=False)
+        raise TaskNotFound(task_id)
+    stored = get_result(connection, now, task_id)
+    raise TaskAlreadyFinished(task_id, task=task, result=stored)
 
 
-def _cancel(connection: sqlite3.Connection, now: str, task_id: str) -> CancelOutcome | None:
+def cancel(connection: sqlite3.Connection, now: str, task_id: str) -> CancelOutcome:
     # `delivery` is left as it was, so the returned row still says whether a drone held it.
-    task = _one_task(connection.execute(_CANCEL, (now, CANCELLED_MESSAGE, task_id)))
+    task = _one_task(connection.execute(CANCEL_SQL, (now, CANCELLED_MESSAGE, task_id)))
     if task is not None:
-        return CancelOutcome(task, cancelled=True, was_delivered=task.delivery == "delivered")
-    task = _get_task(connection, now, task_id)
+        return CancelOutcome(task, was_delivered=task.delivery == "delivered")
+    task = get_task(connection, now, task_id)
     if task is None:
-        return None
-    return CancelOutcome(task, cancelled=False, was_delivered=False)
+        raise TaskNotFound(task_id)
+    raise TaskAlreadyFinished(task_id, task=task)
 
 
-def _mark_notified(connection: sqlite3.Connection, now: str, task_ids_json: str) -> None:
-    connection.execute(_MARK_NOTIFIED, (now, task_ids_json))
+def mark_notified(connection: sqlite3.Connection, now: str, task_ids_json: str) -> None:
+    connection.execute(MARK_NOTIFIED_SQL, (now, task_ids_json))
 
 
-def _unnotified(
+def unnotified(
     connection: sqlite3.Connection, now: str, limit: int
 ) -> list[tuple[TaskRecord, ResultRecord | None]]:
-    width = len(_TASK_FIELDS)
+    width = len(TASK_FIELDS)
     return [
-        (_task(row[:width]), None if row[width] is None else _result(row[width:]))
+        (_to_task(row[:width]), None if row[width] is None else _to_result(row[width:]))
         for row in connection.execute(UNNOTIFIED_SQL, (limit,))
     ]

@@ -3,6 +3,7 @@
 import sqlite3
 from typing import Final
 
+from shared.lifecycle import ACTIVE_STATUSES, TaskStatus, sources
 from shared.models import ResultRecord, TaskRecord
 
 if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on the build
@@ -10,18 +11,28 @@ if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on th
         f"SQLiteTaskStore needs SQLite ≥ 3.35 (RETURNING), not {sqlite3.sqlite_version}"
     )
 
-_TASK_FIELDS: Final = tuple(TaskRecord.model_fields)
-_RESULT_FIELDS: Final = tuple(ResultRecord.model_fields)
-_TASK_COLUMNS: Final = ", ".join(_TASK_FIELDS)
+TASK_FIELDS: Final = tuple(TaskRecord.model_fields)
+RESULT_FIELDS: Final = tuple(ResultRecord.model_fields)
+TASK_COLUMNS: Final = ", ".join(TASK_FIELDS)
 # RETURNING hands back a REAL column's integral value (10.0) as an integer, as it is stored on
 # disk; SELECT converts it back. Cast, so records read either way compare and encode the same.
-_TASK_RETURNING: Final = _TASK_COLUMNS.replace(
+_TASK_RETURNING: Final = TASK_COLUMNS.replace(
     "timeout_s, ttl_s", "CAST(timeout_s AS REAL), CAST(ttl_s AS REAL)"
 )
-_RESULT_COLUMNS: Final = ", ".join(_RESULT_FIELDS)
-_LIVE: Final = "status IN ('pending', 'processing')"
+_RESULT_COLUMNS: Final = ", ".join(RESULT_FIELDS)
+
+
+def _status_in(statuses: tuple[TaskStatus, ...]) -> str:
+    quoted = ", ".join(f"'{status}'" for status in statuses)
+    return f"status IN ({quoted})"
+
+
+_LIVE: Final = _status_in(ACTIVE_STATUSES)
 """Non-terminal. Spelled identically in queries and partial indexes: SQLite only uses a partial
 index when the query repeats its WHERE terms."""
+_MAY_START: Final = _status_in(sources("processing"))
+_MAY_END_WITH_RESULT: Final = _status_in(sources("completed", "failed"))
+_MAY_CANCEL: Final = _status_in(sources("cancelled"))
 
 # expires_at = created_at + ttl_s and deadline_at = delivered_at + timeout_s are stored so the
 # sweeps are index range scans instead of per-row arithmetic over the whole table.
@@ -90,49 +101,49 @@ SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS ix_results_timestamp ON processingResults (timestamp)",
 )
 
-_INSERT_TASK: Final = (
+INSERT_TASK_SQL: Final = (
     "INSERT INTO processingTasks (task_id, app_id, drone_id, task_type, input_data, status,"
     " priority, created_at, updated_at, attempts, max_attempts, timeout_s, ttl_s,"
     " idempotency_key, delivery, expires_at)"
     " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, 0, ?, ?, ?, ?, 'queued', ?)"
     " ON CONFLICT DO NOTHING"
 )
-_SELECT_TASK: Final = f"SELECT {_TASK_COLUMNS} FROM processingTasks WHERE task_id = ?"
-_SELECT_BY_IDEMPOTENCY_KEY: Final = (
-    f"SELECT {_TASK_COLUMNS} FROM processingTasks WHERE app_id = ? AND idempotency_key = ?"
+SELECT_TASK_SQL: Final = f"SELECT {TASK_COLUMNS} FROM processingTasks WHERE task_id = ?"
+SELECT_BY_IDEMPOTENCY_KEY_SQL: Final = (
+    f"SELECT {TASK_COLUMNS} FROM processingTasks WHERE app_id = ? AND idempotency_key = ?"
 )
 PENDING_FOR_DRONE_SQL: Final = (
-    f"SELECT {_TASK_COLUMNS} FROM processingTasks WHERE drone_id = ? AND status = 'pending'"
+    f"SELECT {TASK_COLUMNS} FROM processingTasks WHERE drone_id = ? AND status = 'pending'"
     " ORDER BY priority DESC, created_at, rowid LIMIT ?"
 )
-_SELECT_RESULT: Final = f"SELECT {_RESULT_COLUMNS} FROM processingResults WHERE task_id = ?"
+SELECT_RESULT_SQL: Final = f"SELECT {_RESULT_COLUMNS} FROM processingResults WHERE task_id = ?"
 RESULTS_FOR_DRONE_SQL: Final = (
     f"SELECT {_RESULT_COLUMNS} FROM processingResults WHERE drone_id = ?"
     " ORDER BY timestamp DESC, rowid DESC LIMIT ?"
 )
-_MARK_DISPATCHED: Final = (
+MARK_DISPATCHED_SQL: Final = (
     "UPDATE processingTasks SET dispatched_at = ?"
     f" WHERE task_id = ? AND delivery = 'queued' AND {_LIVE} RETURNING {_TASK_RETURNING}"
 )
 # INDEXED BY on the sweeps: with no statistics the planner prefers ix_tasks_status to these
 # partial indexes, and the clause makes preparing the query fail should one stop matching.
 UNDISPATCHED_SQL: Final = (
-    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_undispatched"
+    f"SELECT {TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_undispatched"
     f" WHERE dispatched_at IS NULL AND delivery = 'queued' AND {_LIVE} AND updated_at < ?"
     " ORDER BY updated_at LIMIT ?"
 )
 ROUTED_BEFORE_SQL: Final = (
-    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_routed"
+    f"SELECT {TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_routed"
     f" WHERE delivery = 'queued' AND {_LIVE} AND dispatched_at < ?"
     " ORDER BY dispatched_at LIMIT ?"
 )
-_RESET_DISPATCH: Final = (
+RESET_DISPATCH_SQL: Final = (
     "UPDATE processingTasks SET dispatched_at = NULL"
     f" WHERE dispatched_at IS NOT NULL AND delivery = 'queued' AND {_LIVE}"
 )
 # A pending task past its ttl is refused, as `expire` will fail it; one a drone already
 # started (processing) has outlived its ttl on purpose.
-_CLAIM: Final = (
+CLAIM_SQL: Final = (
     "UPDATE processingTasks SET delivery = 'delivered', attempts = attempts + 1,"
     " delivered_at = ?1, updated_at = ?1, deadline_at = CASE WHEN timeout_s IS NULL THEN NULL"
     " ELSE strftime('%Y-%m-%dT%H:%M:%fZ', ?1, printf('%+.3f seconds', timeout_s)) END"
@@ -145,21 +156,21 @@ _RELEASE_SET: Final = (
     "UPDATE processingTasks SET"
     " status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE status END,"
     " error_code = CASE WHEN attempts >= max_attempts THEN 'max_attempts' ELSE error_code END,"
-    " error_message = CASE WHEN attempts >= max_attempts THEN 'no result after '"
-    " || attempts || ' attempt(s)' || coalesce(' (last: ' || ?2 || ')', '') ELSE error_message END,"
+    " error_message = CASE WHEN attempts >= max_attempts THEN ?2 || attempts || ?3"
+    " ELSE error_message END,"
     " finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE finished_at END,"
     " delivery = 'queued', dispatched_at = NULL, deadline_at = NULL, updated_at = ?1"
 )
-_RELEASE: Final = (
-    f"{_RELEASE_SET} WHERE task_id = ?3 AND drone_id = ?4 AND delivery = 'delivered'"
-    f" AND {_LIVE} AND (?5 IS NULL OR attempts = ?5) RETURNING {_TASK_RETURNING}"
+RELEASE_SQL: Final = (
+    f"{_RELEASE_SET} WHERE task_id = ?4 AND drone_id = ?5 AND delivery = 'delivered'"
+    f" AND {_LIVE} AND (?6 IS NULL OR attempts = ?6) RETURNING {_TASK_RETURNING}"
 )
-_RELEASE_DRONE: Final = (
-    f"{_RELEASE_SET} WHERE drone_id = ?3 AND delivery = 'delivered' AND {_LIVE}"
+RELEASE_DRONE_SQL: Final = (
+    f"{_RELEASE_SET} WHERE drone_id = ?4 AND delivery = 'delivered' AND {_LIVE}"
     f" RETURNING {_TASK_RETURNING}"
 )
 OVERDUE_SQL: Final = (
-    f"SELECT {_TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_overdue"
+    f"SELECT {TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_overdue"
     f" WHERE delivery = 'delivered' AND {_LIVE} AND deadline_at < ? ORDER BY deadline_at LIMIT ?"
 )
 EXPIRE_CANDIDATES_SQL: Final = (
@@ -167,39 +178,40 @@ EXPIRE_CANDIDATES_SQL: Final = (
     " WHERE status = 'pending' AND delivery = 'queued' AND expires_at < ?3"
     " ORDER BY expires_at LIMIT ?4"
 )
-_EXPIRE: Final = (
+EXPIRE_SQL: Final = (
     "UPDATE processingTasks SET status = 'failed', error_code = 'expired', error_message = ?2,"
     " finished_at = ?1, updated_at = ?1"
     f" WHERE rowid IN ({EXPIRE_CANDIDATES_SQL}) RETURNING {_TASK_RETURNING}"
 )
-_APPLY_PROCESSING: Final = (
+APPLY_PROCESSING_SQL: Final = (
     "UPDATE processingTasks SET status = 'processing', started_at = coalesce(started_at, ?1),"
-    f" updated_at = ?1 WHERE task_id = ?2 AND drone_id = ?3 AND {_LIVE}"
+    f" updated_at = ?1 WHERE task_id = ?2 AND drone_id = ?3 AND {_MAY_START}"
     f" RETURNING {_TASK_RETURNING}"
 )
-_END_WITH_RESULT: Final = (
+END_WITH_RESULT_SQL: Final = (
     "UPDATE processingTasks SET status = ?2, error_code = ?3, error_message = ?4,"
-    f" finished_at = ?1, updated_at = ?1, deadline_at = NULL WHERE task_id = ?5 AND {_LIVE}"
+    " finished_at = ?1, updated_at = ?1, deadline_at = NULL"
+    f" WHERE task_id = ?5 AND {_MAY_END_WITH_RESULT}"
     f" RETURNING {_TASK_RETURNING}"
 )
-# ?2 is the result's task_id: the result goes in only while its task is live.
-_INSERT_RESULT_IF_LIVE: Final = (
+# ?2 is the result's task_id: the result goes in only while a result may end its task.
+INSERT_RESULT_IF_LIVE_SQL: Final = (
     f"INSERT INTO processingResults ({_RESULT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
-    f" WHERE EXISTS (SELECT 1 FROM processingTasks WHERE task_id = ?2 AND {_LIVE})"
+    f" WHERE EXISTS (SELECT 1 FROM processingTasks WHERE task_id = ?2 AND {_MAY_END_WITH_RESULT})"
 )
-_DELETE_RESULT: Final = "DELETE FROM processingResults WHERE task_id = ?"
-_CANCEL: Final = (
+DELETE_RESULT_SQL: Final = "DELETE FROM processingResults WHERE task_id = ?"
+CANCEL_SQL: Final = (
     "UPDATE processingTasks SET status = 'cancelled', error_code = 'cancelled',"
     " error_message = ?2, finished_at = ?1, updated_at = ?1, deadline_at = NULL"
-    f" WHERE task_id = ?3 AND {_LIVE} RETURNING {_TASK_RETURNING}"
+    f" WHERE task_id = ?3 AND {_MAY_CANCEL} RETURNING {_TASK_RETURNING}"
 )
-_MARK_NOTIFIED: Final = (
+MARK_NOTIFIED_SQL: Final = (
     "UPDATE processingTasks SET notified_at = ?"
     " WHERE task_id IN (SELECT value FROM json_each(?))"
     " AND notified_at IS NULL AND finished_at IS NOT NULL"
 )
 _JOINED_COLUMNS: Final = ", ".join(
-    [f"t.{field}" for field in _TASK_FIELDS] + [f"r.{field}" for field in _RESULT_FIELDS]
+    [f"t.{field}" for field in TASK_FIELDS] + [f"r.{field}" for field in RESULT_FIELDS]
 )
 UNNOTIFIED_SQL: Final = (
     f"SELECT {_JOINED_COLUMNS}"

@@ -11,36 +11,20 @@ from typing import Self, TypeVar, TypeVarTuple
 
 import orjson
 
-from shared.errors import StoreUnavailable
-from shared.models import ErrorCode, NewTask, ResultRecord, TaskRecord
+from shared.errors import StatusNotReportable, StoreUnavailable
+from shared.lifecycle import DRONE_REPORTABLE, ErrorCode
+from shared.models import NewTask, ResultRecord, TaskRecord
 from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome, TaskPage
 from shared.store.cursor import decode_cursor, encode_cursor
-from shared.store.sqlite.jobs import (
-    _apply_processing,
-    _cancel,
-    _claim,
-    _create_task,
-    _expire,
-    _get_result,
-    _get_task,
-    _mark_dispatched,
-    _mark_notified,
-    _release,
-    _release_drone,
-    _reset_dispatch,
-    _results_for_drone,
-    _save_result,
-    _select_tasks,
-    _unnotified,
-)
+from shared.store.sqlite import jobs
 from shared.store.sqlite.schema import (
-    _TASK_COLUMNS,
     OVERDUE_SQL,
     PENDING_FOR_DRONE_SQL,
     ROUTED_BEFORE_SQL,
+    TASK_COLUMNS,
     UNDISPATCHED_SQL,
 )
-from shared.store.sqlite.worker import _Job, _work
+from shared.store.sqlite.worker import Job, run_jobs
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -49,13 +33,12 @@ Ts = TypeVarTuple("Ts")
 class SQLiteTaskStore:
     """The TaskStore port on a SQLite file; `async with SQLiteTaskStore(path) as store`.
 
-    Raises StoreUnavailable when SQLite fails (locked for longer than BUSY_TIMEOUT_MS times
-    _BUSY_RETRIES, disk full, I/O error), and TaskNotFound from `save_result` for an unknown
-    task."""
+    Raises StoreUnavailable when SQLite fails (locked for longer than worker.BUSY_TIMEOUT_MS
+    a few times over, disk full, I/O error), and the TaskError tree as the port says."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -65,7 +48,7 @@ class SQLiteTaskStore:
         ready: asyncio.Future[None] = loop.create_future()
         self._closed = loop.create_future()
         self._thread = threading.Thread(
-            target=_work,
+            target=run_jobs,
             args=(self.path, self._jobs, loop, ready, self._closed),
             name=f"sqlite:{self.path.name}",
             daemon=True,  # never holds up interpreter exit; WAL keeps a cut-off commit atomic
@@ -89,15 +72,15 @@ class SQLiteTaskStore:
 
     # --- creating and reading -------------------------------------------------------------
     async def create_task(self, new: NewTask) -> CreateOutcome:
-        return await self._submit(True, _create_task, new)
+        return await self._write(jobs.create_task, new)
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
-        return await self._submit(False, _get_task, task_id)
+        return await self._read(jobs.get_task, task_id)
 
     async def pending_for_drone(self, drone_id: str, limit: int) -> list[TaskRecord]:
         if limit < 1:  # a negative LIMIT means "no limit" to SQLite
             return []
-        return await self._submit(False, _select_tasks, PENDING_FOR_DRONE_SQL, (drone_id, limit))
+        return await self._read(jobs.select_tasks, PENDING_FOR_DRONE_SQL, (drone_id, limit))
 
     async def list_tasks(
         self,
@@ -126,43 +109,43 @@ class SQLiteTaskStore:
             params.extend(after)
         where = f" WHERE {' AND '.join(terms)}" if terms else ""
         sql = (
-            f"SELECT {_TASK_COLUMNS} FROM processingTasks{where}"
+            f"SELECT {TASK_COLUMNS} FROM processingTasks{where}"
             " ORDER BY updated_at, task_id LIMIT ?"
         )
         params.append(limit + 1)
-        tasks = await self._submit(False, _select_tasks, sql, tuple(params))
+        tasks = await self._read(jobs.select_tasks, sql, tuple(params))
         if len(tasks) <= limit:
             return TaskPage(tasks, None)
         del tasks[limit:]
         return TaskPage(tasks, encode_cursor(tasks[-1].updated_at, tasks[-1].task_id))
 
     async def get_result(self, task_id: str) -> ResultRecord | None:
-        return await self._submit(False, _get_result, task_id)
+        return await self._read(jobs.get_result, task_id)
 
     async def results_for_drone(self, drone_id: str, limit: int) -> list[ResultRecord]:
         if limit < 1:
             return []
-        return await self._submit(False, _results_for_drone, drone_id, limit)
+        return await self._read(jobs.results_for_drone, drone_id, limit)
 
     # --- dispatch and delivery ------------------------------------------------------------
     async def mark_dispatched(self, task_id: str) -> TaskRecord | None:
-        return await self._submit(True, _mark_dispatched, task_id)
+        return await self._write(jobs.mark_dispatched, task_id)
 
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
         if limit < 1:
             return []
-        return await self._submit(False, _select_tasks, UNDISPATCHED_SQL, (older_than, limit))
+        return await self._read(jobs.select_tasks, UNDISPATCHED_SQL, (older_than, limit))
 
     async def routed_before(self, routed_before: str, limit: int) -> list[TaskRecord]:
         if limit < 1:
             return []
-        return await self._submit(False, _select_tasks, ROUTED_BEFORE_SQL, (routed_before, limit))
+        return await self._read(jobs.select_tasks, ROUTED_BEFORE_SQL, (routed_before, limit))
 
     async def reset_dispatch(self) -> int:
-        return await self._submit(True, _reset_dispatch)
+        return await self._write(jobs.reset_dispatch)
 
     async def claim(self, task_id: str, drone_id: str) -> TaskRecord | None:
-        return await self._submit(True, _claim, task_id, drone_id)
+        return await self._write(jobs.claim, task_id, drone_id)
 
     async def release(
         self,
@@ -172,53 +155,62 @@ class SQLiteTaskStore:
         reason: ErrorCode | None = None,
         attempt: int | None = None,
     ) -> TaskRecord | None:
-        return await self._submit(True, _release, task_id, drone_id, reason, attempt)
+        return await self._write(jobs.release, task_id, drone_id, reason, attempt)
 
     async def release_drone(self, drone_id: str) -> list[TaskRecord]:
-        return await self._submit(True, _release_drone, drone_id)
+        return await self._write(jobs.release_drone, drone_id)
 
     async def overdue(self, now: str, limit: int) -> list[TaskRecord]:
         if limit < 1:
             return []
-        return await self._submit(False, _select_tasks, OVERDUE_SQL, (now, limit))
+        return await self._read(jobs.select_tasks, OVERDUE_SQL, (now, limit))
 
     async def expire(self, now: str, limit: int) -> list[TaskRecord]:
         if limit < 1:
             return []
-        return await self._submit(True, _expire, now, limit)
+        return await self._write(jobs.expire, now, limit)
 
     # --- drone reports ----------------------------------------------------------------------
     async def apply_status(self, task_id: str, drone_id: str, status: str) -> StatusOutcome:
-        if status != "processing":
-            return StatusOutcome("invalid", None)
-        return await self._submit(True, _apply_processing, task_id, drone_id)
+        if status not in DRONE_REPORTABLE:
+            raise StatusNotReportable(task_id, f"a drone may not report status {status!r}")
+        return await self._write(jobs.apply_processing, task_id, drone_id)
 
     async def save_result(self, result: ResultRecord) -> ResultOutcome:
-        return await self._submit(True, _save_result, result)
+        return await self._write(jobs.save_result, result)
 
-    async def cancel(self, task_id: str) -> CancelOutcome | None:
-        return await self._submit(True, _cancel, task_id)
+    async def cancel(self, task_id: str) -> CancelOutcome:
+        return await self._write(jobs.cancel, task_id)
 
     # --- notification bookkeeping ----------------------------------------------------------
     async def mark_notified(self, task_ids: Sequence[str]) -> None:
         if task_ids:
-            await self._submit(True, _mark_notified, orjson.dumps(list(task_ids)).decode())
+            await self._write(jobs.mark_notified, orjson.dumps(list(task_ids)).decode())
 
     async def unnotified(self, limit: int) -> list[tuple[TaskRecord, ResultRecord | None]]:
         if limit < 1:
             return []
-        return await self._submit(False, _unnotified, limit)
+        return await self._read(jobs.unnotified, limit)
 
     # --- the worker -----------------------------------------------------------------------
-    def _submit(
-        self,
-        write: bool,
-        op: Callable[[sqlite3.Connection, str, *Ts], T],
-        *args: *Ts,
+    # Two methods rather than a flag: a batch with any write takes the write lock (BEGIN
+    # IMMEDIATE), one of reads only does not.
+    def _read(
+        self, op: Callable[[sqlite3.Connection, str, *Ts], T], *args: *Ts
     ) -> asyncio.Future[T]:
         loop = self._loop
         if loop is None:
             raise StoreUnavailable(f"SQLite store {self.path} is not open")
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((op, args, future, write))
+        self._jobs.put((op, args, future, False))
+        return future
+
+    def _write(
+        self, op: Callable[[sqlite3.Connection, str, *Ts], T], *args: *Ts
+    ) -> asyncio.Future[T]:
+        loop = self._loop
+        if loop is None:
+            raise StoreUnavailable(f"SQLite store {self.path} is not open")
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((op, args, future, True))
         return future

@@ -28,13 +28,13 @@ CHECKPOINT_INTERVAL_S: Final = 1.0
 _WRITE_LOCK_POLL_S: Final = (0.0002, 0.002)
 """First and longest pause between two attempts at the write lock (see _begin_write)."""
 
-_Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], bool]
+Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], bool]
 _Outcome = tuple[asyncio.Future[Any], bool, Any]
 
 
-def _work(
+def run_jobs(
     path: Path,
-    jobs: queue.SimpleQueue[_Job | None],
+    jobs: queue.SimpleQueue[Job | None],
     loop: asyncio.AbstractEventLoop,
     ready: asyncio.Future[None],
     closed: asyncio.Future[None],
@@ -208,7 +208,7 @@ def _translate(exc: sqlite3.Error) -> StoreError:
     return StoreUnavailable(f"SQLite: {exc}")
 
 
-def _run_batch(connection: sqlite3.Connection, batch: list[_Job]) -> list[_Outcome]:
+def _run_batch(connection: sqlite3.Connection, batch: list[Job]) -> list[_Outcome]:
     """Run every job in one transaction. Only reads: a deferred BEGIN, which in WAL mode takes
     no lock other writers wait for. A failing job rolls back only its own statement (each job
     is one write statement or a SAVEPOINT), unless SQLite aborted the whole transaction."""
