@@ -12,7 +12,7 @@ import time
 
 from shared.broker import Delivery
 from shared.broker.memory import InMemoryBroker
-from shared.protocol import Queues
+from shared.broker.queues import Queues
 
 
 async def one_run(messages: int, prefetch: int) -> float:

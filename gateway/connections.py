@@ -14,6 +14,7 @@ import orjson
 
 from shared.announce import after_release
 from shared.broker import Broker, Delivery, Subscription
+from shared.broker.queues import Queues
 from shared.clock import now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
 from shared.lifecycle import TERMINAL_STATUSES
@@ -29,7 +30,6 @@ from shared.protocol import (
     CLOSE_SUPERSEDED,
     PROCESSING_RESULT_RECEIVED,
     TASK_STATUS_UPDATE,
-    Queues,
     drone_task_frame,
     task_cancelled_frame,
     task_id_of_envelope,

@@ -6,24 +6,21 @@ A refused report raises, and nothing is published:
 TaskError (shared.errors)
 ├── TaskNotFound              no such task
 ├── TaskNotYours              the task is assigned to another drone
+├── StatusNotReportable       a status the lifecycle does not let a drone report
 └── ReportRefused             a report the protocol does not allow
     ├── DroneIdMismatch       data.drone_id names another drone than the socket's path
-    ├── StatusNotReportable   a status other than 'processing'
     └── InvalidTimestamp      data.timestamp is not ISO 8601
 """
-
-from typing import Final
 
 from gateway.connections import ClientSocket, DroneSession
 from shared.broker import Broker
 from shared.clock import normalize_timestamp, now_iso
-from shared.errors import TaskError, TaskNotFound, TaskNotYours
+from shared.errors import StatusNotReportable, TaskError, TaskNotFound, TaskNotYours
+from shared.lifecycle import DRONE_REPORTABLE
 from shared.models import TaskRecord
 from shared.protocol import DroneEvent, DroneResult, DroneStatusUpdate
 from shared.settings import Settings
 from shared.store import TaskStore
-
-DRONE_REPORTABLE_STATUSES: Final = frozenset({"processing"})
 
 
 class ReportRefused(TaskError):
@@ -31,10 +28,6 @@ class ReportRefused(TaskError):
 
 
 class DroneIdMismatch(ReportRefused):
-    pass
-
-
-class StatusNotReportable(ReportRefused):
     pass
 
 
@@ -75,7 +68,7 @@ class DroneService:
         await session.finished(task.task_id)
 
     async def report_status(self, session: DroneSession, update: DroneStatusUpdate) -> None:
-        if update.status not in DRONE_REPORTABLE_STATUSES:
+        if update.status not in DRONE_REPORTABLE:
             raise StatusNotReportable(update.task_id)
         task = await self._owned_task(session, update.task_id, update.drone_id)
         event = DroneEvent(

@@ -4,11 +4,12 @@ import logging
 
 from shared.announce import enqueue, notify_status
 from shared.broker import Broker
+from shared.broker.queues import Queues
 from shared.errors import BrokerUnavailable
 from shared.ids import new_task_id
 from shared.metrics import TASKS_SUBMITTED
 from shared.models import NewTask, TaskRecord, construct_trusted
-from shared.protocol import ControlMessage, Queues, TaskRequest
+from shared.protocol import ControlMessage, TaskRequest
 from shared.settings import Settings
 from shared.store import CreateOutcome, TaskStore
 

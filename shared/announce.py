@@ -7,14 +7,10 @@ from typing import Literal
 from pydantic import JsonValue
 
 from shared.broker import Broker
+from shared.broker.queues import Queues
 from shared.clock import now_iso
 from shared.models import ResultRecord, TaskRecord
-from shared.protocol import (
-    Queues,
-    encode_task_envelope,
-    result_received_frame,
-    status_update_frame,
-)
+from shared.protocol import encode_task_envelope, result_received_frame, status_update_frame
 from shared.store import TaskStore
 
 

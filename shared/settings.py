@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.protocol import Queues
+from shared.broker.queues import Queues
 
 
 class Settings(BaseSettings):

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from shared.protocol import Queues
+from shared.broker.queues import Queues
 from tests.mongod import running_mongod
 from tests.processes import Cluster, ServiceProcess, cluster_env
 

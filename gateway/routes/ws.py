@@ -12,10 +12,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from gateway.deps import GatewayState, WsStateDep
-from gateway.drones import DroneIdMismatch, InvalidTimestamp, StatusNotReportable
+from gateway.drones import DroneIdMismatch, InvalidTimestamp
 from shared.clock import now_iso
 from shared.errors import (
     TRANSIENT_ERRORS,
+    StatusNotReportable,
     TaskAlreadyFinished,
     TaskError,
     TaskNotFound,
@@ -55,7 +56,6 @@ from shared.protocol import (
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-DRONE_REPORTABLE_STATUSES = frozenset({"processing"})
 MAX_PIPELINED_FRAMES = 64
 Handle = Callable[[dict[str, Any]], Awaitable[str | None]]
 PONG_FRAME = encode({"type": PONG}).decode()

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.protocol import QueueSpec
+from shared.broker.queues import QueueSpec
 
 TRANSIENT_RETRY_DELAY_S = 0.5
 

@@ -19,8 +19,8 @@ from typing import Self
 
 from shared.broker import Handler, Outgoing, TopicHandler
 from shared.broker.policy import DEAD_LETTER, REQUEUE, HandlerTasks, run_handler, run_topic_handler
+from shared.broker.queues import Queues, QueueSpec
 from shared.errors import BrokerError, BrokerUnavailable
-from shared.protocol import Queues, QueueSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import pytest
 
 from shared.broker import Broker, Delivery, Handler, Outgoing, Subscription
 from shared.broker.memory import InMemoryBroker
+from shared.broker.queues import Queues, QueueSpec
 from shared.broker.rabbitmq import RabbitMQBroker
 from shared.errors import BrokerUnavailable, StoreUnavailable
-from shared.protocol import Queues, QueueSpec
 
 TIMEOUT_S = 10.0
 

@@ -9,7 +9,7 @@ import orjson
 
 from gateway.connections import DroneSession, Registry
 from shared.broker.memory import InMemoryBroker
-from shared.protocol import Queues
+from shared.broker.queues import Queues
 from shared.store.sqlite import SQLiteTaskStore
 from tests.builders import a_new_task
 

@@ -5,6 +5,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from shared.broker.queues import Queues
 from shared.clock import format_timestamp, normalize_timestamp, now_iso, parse_timestamp
 from shared.ids import is_valid_client_id, new_object_id, new_task_id
 from shared.models import ResultRecord, TaskRecord
@@ -12,7 +13,6 @@ from shared.protocol import (
     CreateTaskRequest,
     DroneEvent,
     DroneResult,
-    Queues,
     TaskRequest,
     drone_task_frame,
     result_received_frame,

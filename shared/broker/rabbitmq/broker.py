@@ -12,6 +12,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from shared.broker import Handler, Outgoing, TopicHandler
+from shared.broker.queues import Queues, QueueSpec
 from shared.broker.rabbitmq.channels import ChannelPools
 from shared.broker.rabbitmq.connection import RobustConnection
 from shared.broker.rabbitmq.consumers import AmqpConsumer, TopicSubscription
@@ -19,7 +20,6 @@ from shared.broker.rabbitmq.errors import DRIVER_ERRORS, translated_errors
 from shared.broker.rabbitmq.hub import ConsumerHub
 from shared.broker.rabbitmq.topology import Topology, wait_ready
 from shared.errors import BrokerUnavailable
-from shared.protocol import Queues, QueueSpec
 
 # The adapter logs under one name, as it did when it was one module.
 log = logging.getLogger(__package__)

@@ -10,9 +10,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 
 from shared.broker import Handler, TopicHandler
 from shared.broker.policy import ACK, REQUEUE, Verdict, run_handler, run_topic_handler
+from shared.broker.queues import QueueSpec
 from shared.broker.rabbitmq.errors import DRIVER_ERRORS, translated_errors
 from shared.broker.rabbitmq.hub import Attachment, ConsumerHub, Listening
-from shared.protocol import QueueSpec
 
 # The adapter logs under one name, as it did when it was one module.
 log = logging.getLogger(__package__)

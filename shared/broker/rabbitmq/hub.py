@@ -17,10 +17,10 @@ from aio_pika.abc import (
 )
 
 from shared.broker.policy import HandlerTasks
+from shared.broker.queues import QueueSpec
 from shared.broker.rabbitmq.channels import ChannelPools, ChannelSlot
 from shared.broker.rabbitmq.errors import DRIVER_ERRORS
 from shared.broker.rabbitmq.topology import Topology
-from shared.protocol import QueueSpec
 
 # The adapter logs under one name, as it did when it was one module.
 log = logging.getLogger(__package__)

@@ -5,7 +5,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 
-from shared.protocol import Queues, QueueSpec
+from shared.broker.queues import Queues, QueueSpec
 
 
 async def wait_ready(channel: AbstractRobustChannel) -> None:
