@@ -7,7 +7,15 @@ Inbound models validate what clients send. Outbound frames are plain dicts built
 from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictInt,
+)
 
 from shared.ids import ID_PATTERN
 from shared.models import (
@@ -18,10 +26,12 @@ from shared.models import (
     TaskRecord,
     construct_trusted,
 )
+from shared.storable import storable_document
 
 ClientId = Annotated[str, Field(pattern=ID_PATTERN)]
 Priority = Annotated[StrictInt, Field(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=30 * 24 * 3600)]
+Document = Annotated[dict[str, JsonValue], AfterValidator(storable_document)]
 
 TASK_CREATED_MESSAGE: Final = "Processing task created successfully"
 
@@ -59,7 +69,7 @@ CLOSE_SUPERSEDED: Final = 4000
 
 class _Inbound(BaseModel):
     # Clients written against the spec may send fields we do not know; ignore, never reject.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class TaskOptions(_Inbound):
@@ -78,7 +88,7 @@ class TaskRequest(TaskOptions):
     app_id: ClientId | None = None
     drone_id: ClientId
     task_type: Annotated[str, Field(min_length=1, max_length=128)]
-    input_data: dict[str, JsonValue]
+    input_data: Document
     priority: Priority = DEFAULT_PRIORITY
 
 
@@ -102,7 +112,7 @@ class CancelTaskResponse(BaseModel):
 class DroneResult(_Inbound):
     task_id: Annotated[str, Field(min_length=1, max_length=128)]
     drone_id: ClientId | None = None
-    result_data: dict[str, JsonValue] = Field(default_factory=dict)
+    result_data: Document = Field(default_factory=dict)
     processing_time: Annotated[float, Field(ge=0)] | None = None
     success: StrictBool
     error_message: Annotated[str, Field(max_length=4096)] | None = None
@@ -113,7 +123,7 @@ class DroneStatusUpdate(_Inbound):
     task_id: Annotated[str, Field(min_length=1, max_length=128)]
     drone_id: ClientId | None = None
     status: str
-    additional_data: dict[str, JsonValue] = Field(default_factory=dict)
+    additional_data: Document = Field(default_factory=dict)
 
 
 class CancelTask(_Inbound):

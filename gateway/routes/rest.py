@@ -5,13 +5,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from gateway.deps import StoreDep, TasksDep
+from gateway.routes.strict_json import StrictJsonRoute
 from shared.clock import normalize_timestamp
 from shared.errors import TaskAlreadyFinished, TaskNotFound
 from shared.ids import ID_PATTERN
 from shared.lifecycle import TaskStatus
 from shared.protocol import CancelTaskResponse, CreateTaskRequest, CreateTaskResponse
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=StrictJsonRoute)
 
 ClientIdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 TASK_NOT_FOUND = "Processing task not found"
