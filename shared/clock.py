@@ -25,11 +25,15 @@ def now_iso() -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """Accepts any ISO 8601 form a client may send; naive values are taken as UTC."""
+    """Accepts any ISO 8601 form a client may send; naive values are taken as UTC. ValueError
+    for anything else, including a moment that falls outside years 1-9999 once in UTC."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range in UTC") from None
 
 
 def normalize_timestamp(text: str) -> str:

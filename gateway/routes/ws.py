@@ -325,7 +325,8 @@ async def _close_try_again_later(websocket: WebSocket, exc: Exception) -> None:
 
 def _capacity(websocket: WebSocket, state: GatewayState) -> int | None:
     raw = websocket.query_params.get("capacity", "1")
-    if not raw.isdigit():
+    # str.isdigit also admits digits int() refuses, such as '²'.
+    if not (raw.isascii() and raw.isdigit()):
         return None
     capacity = int(raw)
     return capacity if 1 <= capacity <= state.settings.max_drone_capacity else None

@@ -104,3 +104,37 @@ async def test_socket_path_too_long_to_parse_is_answered_414(
     with pytest.raises(InvalidStatus) as refused:
         await websockets.connect(url, open_timeout=HANDSHAKE_WAIT_S)
     assert refused.value.response.status_code == 414
+
+
+@pytest.mark.parametrize(
+    "updated_since", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]
+)
+async def test_listing_since_a_moment_outside_utc_years_is_422(
+    http: httpx.AsyncClient, updated_since: str
+) -> None:
+    response = await http.get("/api/processing-tasks", params={"updated_since": updated_since})
+    assert response.status_code == 422
+
+
+async def test_result_timestamp_outside_utc_years_is_an_error_frame(server: Server) -> None:
+    async with WsClient(server.app_ws("App001")) as app:
+        await app.send(
+            {"type": "processing_task", "request_id": 1, "data": task_body("App001", "D7")}
+        )
+        task_id = (await app.wait_type("task_created"))["task_id"]
+        async with WsClient(server.drone_ws("D7")) as drone:
+            await drone.wait_type("processing_task", task_id=task_id)
+            result = {"task_id": task_id, "success": True, "timestamp": "9999-12-31T23:59:59-14:00"}
+            await drone.send({"type": "processing_result", "data": result})
+            error = await drone.wait_type("error")
+            await drone.roundtrip_ping()
+    assert error["code"] == "invalid_message"
+
+
+@pytest.mark.parametrize("capacity", ["²", "①"])
+async def test_capacity_in_unicode_digits_int_refuses_closes_with_1008(
+    server: Server, capacity: str
+) -> None:
+    async with WsClient(server.drone_ws("Drone001") + f"?capacity={capacity}") as drone:
+        assert await drone.wait_closed() == 1008
+    assert drone.received == []
