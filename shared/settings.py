@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.broker.queues import Queues
@@ -15,7 +15,19 @@ class Settings(BaseSettings):
     data_dir: Path = Path("droneflow-data")
     store_url: str = Field(default="", description="default: sqlite:///<data_dir>/droneflow.db")
     broker_url: str = "memory://"
-    auth: Literal["disabled"] = "disabled"
+    auth: Literal["token", "disabled"] | None = Field(
+        default=None,
+        description="unset: `token`, except `droneflow serve` on a loopback address (open)",
+    )
+    auth_public_key_file: Path | None = None
+    auth_public_key: SecretStr | None = Field(default=None, description="PEM text")
+    auth_private_key_file: Path | None = None
+    auth_private_key: SecretStr | None = Field(default=None, description="PEM text")
+    auth_secret_file: Path | None = None
+    auth_secret: SecretStr | None = Field(default=None, description="HS256 instead of Ed25519")
+    allowed_origins: str = Field(
+        default="", description="comma-separated browser origins allowed for WebSockets and CORS"
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
