@@ -2,6 +2,9 @@
 runs is a CLI command, every DRONEFLOW_ variable is a setting, every file it mounts exists."""
 
 import re
+import shutil
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +12,7 @@ import pytest
 import yaml
 
 from droneflow.cli import build_parser
+from shared.keys import load_keys
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +80,68 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"DRONEFLOW_{name.upper()}" not in readme]
     assert missing == []
+
+
+def test_compose_holds_no_credential_and_env_example_names_every_one() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "guest" not in text and "droneflow:droneflow@" not in text
+    used = set(re.findall(r"\$\{([A-Z_]+)", text))
+    example = (ROOT / ".env.example").read_text()
+    assert used <= set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_compose_binds_the_management_ui_to_loopback_and_turns_mongo_auth_on() -> None:
+    assert COMPOSE["services"]["rabbitmq"]["ports"] == ["127.0.0.1:15672:15672"]
+    mongo = COMPOSE["services"]["mongo"]
+    assert "--keyFile" in mongo["command"]
+    assert "MONGO_INITDB_ROOT_PASSWORD" in mongo["environment"]
+    for spec in DRONEFLOW_SERVICES.values():
+        assert "authSource=admin" in spec["environment"]["DRONEFLOW_STORE_URL"]
+
+
+def test_gateways_get_only_the_public_key_and_tokens_on() -> None:
+    gateways = [s for s in DRONEFLOW_SERVICES.values() if s["command"][0] == "gateway"]
+    for spec in gateways:
+        environment = spec["environment"]
+        assert environment["DRONEFLOW_AUTH"] == "token"
+        assert "DRONEFLOW_AUTH_PUBLIC_KEY_FILE" in environment
+        assert not any("PRIVATE" in name or "SECRET" in name for name in environment)
+        assert spec["secrets"] == ["token_verifying_key"]
+
+
+def test_proxy_terminates_tls_with_the_mounted_certificate() -> None:
+    nginx = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert "listen 443 ssl" in nginx and "/etc/nginx/certs/tls.crt" in nginx
+    assert "./deploy/nginx/certs:/etc/nginx/certs:ro" in COMPOSE["services"]["proxy"]["volumes"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_make_secrets_writes_every_secret_compose_reads(tmp_path: Path) -> None:
+    # Given a copy of the files the script reads, in a tree of its own
+    (tmp_path / "deploy").mkdir()
+    shutil.copy(ROOT / "deploy" / "make-secrets.sh", tmp_path / "deploy")
+    shutil.copy(ROOT / ".env.example", tmp_path)
+    # When it runs twice
+    for _ in range(2):
+        subprocess.run(
+            ["bash", "deploy/make-secrets.sh"], cwd=tmp_path, check=True, capture_output=True
+        )
+    # Then every secret file compose names exists, passwords are fresh, keys private
+    for secret in COMPOSE["secrets"].values():
+        assert (tmp_path / secret["file"]).is_file(), secret["file"]
+    env = (tmp_path / ".env").read_text()
+    assert "change-me" not in env and "MONGO_APP_PASSWORD=" in env
+    assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
+    signing = tmp_path / "deploy" / "secrets" / "token-signing-key.pem"
+    assert stat.S_IMODE(signing.stat().st_mode) == 0o600
+    keys = load_keys(Settings(data_dir=tmp_path, auth_private_key_file=signing))
+    verifier = load_keys(
+        Settings(
+            data_dir=tmp_path,
+            auth_public_key_file=tmp_path / "deploy" / "secrets" / "token-verifying-key.pem",
+        )
+    )
+    assert keys is not None and verifier is not None
+    assert verifier.verify(keys.issue("admin", "ops", 60)).role == "admin"
+    assert (tmp_path / "deploy" / "nginx" / "certs" / "tls.crt").is_file()
