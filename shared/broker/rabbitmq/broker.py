@@ -35,9 +35,10 @@ PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
 class RabbitMQBroker:
-    """Durable queues on RabbitMQ. `timeout_s` bounds every wait on RabbitMQ (a publish and
-    its confirm, a declaration, a cancel), including a wait for the connection to come back;
-    past it the call raises BrokerUnavailable."""
+    """Durable queues on RabbitMQ. `timeout_s` bounds every wait on RabbitMQ (a declaration, a
+    cancel), including a wait for the connection to come back; past it the call raises
+    BrokerUnavailable. `publish_timeout_s` bounds a publish and its confirm the same way: a node
+    under a memory or disk alarm takes the frames but confirms nothing until the alarm clears."""
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class RabbitMQBroker:
         queues: Queues,
         *,
         timeout_s: float = 10.0,
+        publish_timeout_s: float = 10.0,
         reconnect_interval_s: float = 2.0,
         consumers_per_channel: int = 500,
         channels_per_pool: int = 16,
@@ -54,6 +56,7 @@ class RabbitMQBroker:
         self._url = url
         self._queues = queues
         self._timeout_s = timeout_s
+        self._publish_timeout_s = publish_timeout_s
         self._reconnect_interval_s = reconnect_interval_s
         self._shutdown_timeout_s = shutdown_timeout_s
         self._write_window_s = write_window_s
@@ -140,13 +143,13 @@ class RabbitMQBroker:
     async def publish(self, queue: QueueSpec, body: bytes, *, priority: int = 0) -> None:
         channel = self._require_publisher()
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._publish_timeout_s):
                 await self._publish(channel, queue, body, priority)
 
     async def publish_many(self, messages: Sequence[Outgoing]) -> None:
         channel = self._require_publisher()
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._publish_timeout_s):
                 for spec in {m.queue.name: m.queue for m in messages}.values():
                     await self._topology.ensure_declared(channel, spec)
                 # Pipelined: every message goes out before the first confirm is awaited.
@@ -206,7 +209,7 @@ class RabbitMQBroker:
     async def broadcast(self, topic: str, body: bytes) -> None:
         channel = self._require_publisher()
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._publish_timeout_s):
                 exchange = self._topology.topic_exchanges.get(topic)
                 if exchange is None:
                     exchange = await self._topology.declare_topic(channel, topic, robust=False)
