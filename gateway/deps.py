@@ -5,8 +5,10 @@ from typing import Annotated
 from fastapi import Depends, Request, WebSocket
 
 from gateway.connections import Registry
+from gateway.readiness import GatewayHealth
 from gateway.tasks import TaskService
 from shared.broker import Broker
+from shared.health import Dependency
 from shared.settings import Settings
 from shared.store import TaskStore
 
@@ -18,13 +20,21 @@ def _state(connection: Request | WebSocket) -> "GatewayState":
 
 class GatewayState:
     def __init__(
-        self, settings: Settings, broker: Broker, store: TaskStore, registry: Registry
+        self,
+        settings: Settings,
+        broker: Broker,
+        store: TaskStore,
+        registry: Registry,
+        health: GatewayHealth | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.store = store
         self.registry = registry
-        self.tasks = TaskService(settings, broker, store)
+        self.health = health or GatewayHealth(
+            Dependency("rabbitmq", "gateway"), Dependency("store", "gateway"), store
+        )
+        self.tasks = TaskService(settings, broker, store, self.health.broker)
 
 
 def get_store(request: Request) -> TaskStore:

@@ -133,8 +133,8 @@ async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -
         reply = await handle(frame)
     except FrameError as exc:
         reply = exc.frame
-    except TRANSIENT_ERRORS:
-        log.warning("backend unavailable while handling a %s frame", frame["type"])
+    except TRANSIENT_ERRORS as exc:
+        websocket.app.state.gateway.health.dependency_of(exc).refused()
         data = frame.get("data")
         task_id = data.get("task_id") if isinstance(data, dict) else None
         # Name what failed, so a client knows which frame to send again.
