@@ -65,6 +65,12 @@ class Dependency:
         DEPENDENCY_UP.labels(dependency=self.name, service=self.service).set(1)
         log.warning("%s: %s is back after %.1f s", self.service, self.name, away_s)
 
+    def on_connection(self, lost_because: str | None) -> None:
+        if lost_because is None:
+            self.succeeded()
+        else:
+            self.failed(lost_because)
+
     def should_try(self) -> bool:
         """True while available; while away, True once per probe interval."""
         if self._away_since is None:
@@ -129,6 +135,13 @@ def observed_adapters(
     """The service's broker and store, observed, and the two dependencies they report to."""
     broker_health = Dependency("rabbitmq", service)
     store_health = Dependency("store", service)
+    # A broker that reports its connection (RabbitMQBroker) is known away even while no call
+    # is made, as in a consumer-only service.
+    listeners: list[Callable[[str | None], None]] | None = getattr(
+        broker, "connection_listeners", None
+    )
+    if listeners is not None:
+        listeners.append(broker_health.on_connection)
     return (
         observed(broker, broker_health, TRANSIENT_ERRORS),
         observed(store, store_health, TRANSIENT_ERRORS),

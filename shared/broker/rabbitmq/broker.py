@@ -72,6 +72,8 @@ class RabbitMQBroker:
         self._watchdog: asyncio.Task[None] | None = None
         self._publishing = 0  # publishes awaiting their confirm
         self._closed = False
+        self.connection_listeners: list[Callable[[str | None], None]] = []
+        """Told the reason when the connection is lost, None when it is back."""
 
     async def __aenter__(self) -> Self:
         with translated_errors():
@@ -98,6 +100,8 @@ class RabbitMQBroker:
                 raise
         # After a reconnect the node may be a fresh one: declare queues again on first use.
         self._connection.reconnect_callbacks.add(self._topology.forget)
+        self._connection.close_callbacks.add(self._on_connection_lost)
+        self._connection.reconnect_callbacks.add(self._on_reconnected)
         self._watchdog = asyncio.create_task(self._watch_consumers())
         return self
 
@@ -268,6 +272,15 @@ class RabbitMQBroker:
         return count if count is not None else 0
 
     # --- internals ----------------------------------------------------------------------
+
+    def _on_connection_lost(self, _connection: object, exc: BaseException | None = None) -> None:
+        if not self._closed:
+            for listener in self.connection_listeners:
+                listener(f"connection lost: {exc!r}")
+
+    def _on_reconnected(self, _connection: object) -> None:
+        for listener in self.connection_listeners:
+            listener(None)
 
     def _require_publisher(self) -> AbstractRobustChannel:
         if self._closed or self._publisher is None:
