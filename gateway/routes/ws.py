@@ -141,6 +141,8 @@ async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -
         extra: dict[str, JsonValue] = {"message_type": frame["type"]}
         if isinstance(task_id, str):
             extra["task_id"] = task_id
+        if isinstance(request_id := frame.get("request_id"), str):
+            extra["request_id"] = request_id
         reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry", **extra).decode()
     if reply is not None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer left meanwhile
