@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 
 from shared.broker import Broker
-from shared.errors import TRANSIENT_ERRORS, DroneflowError
+from shared.errors import TRANSIENT_ERRORS, DroneflowError, StoreUnavailable
 from shared.metrics import DEPENDENCY_REFUSALS, DEPENDENCY_UP
 from shared.store import TaskStore
 
@@ -71,11 +71,14 @@ class Dependency:
         else:
             self.failed(lost_because)
 
-    def should_try(self) -> bool:
-        """True while available; while away, True once per probe interval."""
+    def should_try(self, grace_s: float = 0.0) -> bool:
+        """True while available and for `grace_s` after it went away (one error may be a
+        blip); after that, True once per probe interval."""
         if self._away_since is None:
             return True
         now = self._clock()
+        if now - self._away_since < grace_s:
+            return True
         if now - self._last_probe < self._probe_interval_s:
             return False
         self._last_probe = now
@@ -91,22 +94,35 @@ class Dependency:
 
 
 class _Observed:
-    """Forwards every attribute; coroutine methods report their outcome to the dependency."""
+    """Forwards every attribute; coroutine methods report their outcome to the dependency.
+    With `refuse_after_s`, a dependency away for longer is not called (but for probes): the
+    call raises `refusal` at once, rather than wait out a timeout, so that requests do not pile
+    up during an outage and the first ones after it are not stuck behind them."""
 
     def __init__(
-        self, target: object, dependency: Dependency, transient: tuple[type[Exception], ...]
+        self,
+        target: object,
+        dependency: Dependency,
+        transient: tuple[type[Exception], ...],
+        refuse_after_s: float | None = None,
+        refusal: type[Exception] = Exception,
     ) -> None:
         self._target = target
         self._dependency = dependency
         self._transient = transient
+        self._refuse_after_s = refuse_after_s
+        self._refusal = refusal
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._target, name)
         if not inspect.iscoroutinefunction(attribute):
             return attribute
         dependency, transient = self._dependency, self._transient
+        refuse_after_s, refusal = self._refuse_after_s, self._refusal
 
         async def call(*args: Any, **kwargs: Any) -> Any:
+            if refuse_after_s is not None and not dependency.should_try(refuse_after_s):
+                raise refusal(f"{dependency.name} unavailable for {dependency.away_for_s():.1f} s")
             try:
                 result = await attribute(*args, **kwargs)
             except transient as exc:
@@ -123,16 +139,25 @@ class _Observed:
         return call
 
 
-def observed(target: T, dependency: Dependency, transient: tuple[type[Exception], ...]) -> T:
+def observed(
+    target: T,
+    dependency: Dependency,
+    transient: tuple[type[Exception], ...],
+    *,
+    refuse_after_s: float | None = None,
+    refusal: type[Exception] = Exception,
+) -> T:
     """`target` (a Broker or a TaskStore) with its outcomes reported to `dependency`."""
-    proxy: Any = _Observed(target, dependency, transient)
+    proxy: Any = _Observed(target, dependency, transient, refuse_after_s, refusal)
     return proxy  # type: ignore[no-any-return]
 
 
 def observed_adapters(
-    service: str, broker: Broker, store: TaskStore
+    service: str, broker: Broker, store: TaskStore, *, refuse_store_after_s: float | None = None
 ) -> tuple[Broker, TaskStore, Dependency, Dependency]:
-    """The service's broker and store, observed, and the two dependencies they report to."""
+    """The service's broker and store, observed, and the two dependencies they report to.
+    `refuse_store_after_s` is for request handlers (see _Observed); background consumers
+    leave it unset, since their retries are throttled by the store's own timeout."""
     broker_health = Dependency("rabbitmq", service)
     store_health = Dependency("store", service)
     # A broker that reports its connection (RabbitMQBroker) is known away even while no call
@@ -144,7 +169,13 @@ def observed_adapters(
         listeners.append(broker_health.on_connection)
     return (
         observed(broker, broker_health, TRANSIENT_ERRORS),
-        observed(store, store_health, TRANSIENT_ERRORS),
+        observed(
+            store,
+            store_health,
+            TRANSIENT_ERRORS,
+            refuse_after_s=refuse_store_after_s,
+            refusal=StoreUnavailable,
+        ),
         broker_health,
         store_health,
     )
