@@ -45,6 +45,7 @@ class SteadyLoad:
     rest_per_s: float
     ws_per_s: float
     answer_timeout_s: float = 5.0
+    max_connections: int = 1000
     answers: list[Answer] = field(default_factory=list)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -53,7 +54,7 @@ class SteadyLoad:
         return task_body(self.app_id, self.drone_ids[n % len(self.drone_ids)], priority=1 + n % 5)
 
     async def run(self, stop: asyncio.Event) -> None:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=100)
         async with httpx.AsyncClient(base_url=self.base_url, limits=limits) as http:
             await asyncio.gather(self._rest(http, stop), self._ws(stop))
 
@@ -190,6 +191,7 @@ def summary(load: SteadyLoad, back_at: float) -> dict[str, object]:
         "accepted": sum(a.outcome in ACCEPTED for a in answers),
         "refused": sum(a.outcome in REFUSED for a in answers),
         "timeouts": sum(a.outcome == "timeout" for a in answers),
+        "other": sorted({a.outcome for a in answers} - ACCEPTED - REFUSED - {"timeout"}),
         "slowest_s": round(max((a.latency_s for a in answers), default=0.0), 2),
         "first_success_after_return_s": None if first is None else round(first, 2),
     }
