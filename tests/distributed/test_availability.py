@@ -9,13 +9,15 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
 
 from tests.conftest import skip_or_fail
+from tests.e2e.clients import WsClient, result_message, task_body
 from tests.mongod import MongodServer, mongod_server
 from tests.processes import Cluster, ServiceProcess, cluster_env
 from tests.rabbitmq_node import RabbitMQNode, available, private_rabbitmq
@@ -75,7 +77,10 @@ async def outage_cluster(
 
 
 async def _through_outage(
-    cluster: Cluster, go_away: Callable[[], None], come_back: Callable[[], None]
+    cluster: Cluster,
+    go_away: Callable[[], None],
+    come_back: Callable[[], None],
+    while_away: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[SteadyLoad, float, float]:
     """Runs drones and a steady load; takes the dependency away for OUTAGE_S. Returns the load
     and the moments the dependency went away and was back (ready again)."""
@@ -100,8 +105,10 @@ async def _through_outage(
                 await asyncio.sleep(0.05)
         away_at = time.monotonic()
         await asyncio.to_thread(go_away)
+        if while_away is not None:
+            await while_away()
         # The outage's length is the point of the test, not a wait for something to happen.
-        await asyncio.sleep(OUTAGE_S)
+        await asyncio.sleep(max(0.0, away_at + OUTAGE_S - time.monotonic()))
         await asyncio.to_thread(come_back)
         back_at = time.monotonic()
         await asyncio.sleep(AFTER_S)
@@ -179,7 +186,55 @@ async def test_requests_fail_fast_while_mongod_is_down(
     database = f"droneflow_outage_{uuid.uuid4().hex[:8]}"
     url = urlunsplit(urlsplit(mongod.url)._replace(path=f"/{database}"))
     cluster: Cluster = await outage_cluster(DRONEFLOW_STORE_URL=url)  # type: ignore[misc]
-    load, away_at, back_at = await _through_outage(cluster, mongod.kill9, mongod.start)
+    gateway = cluster.gateways[0]
+
+    async def not_ready() -> None:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=ANSWER_BOUND_S) as http:
+            readyz = await http.get("/readyz")
+            assert readyz.status_code == 503 and readyz.json()["store"] == "unavailable"
+
+    load, away_at, back_at = await _through_outage(
+        cluster, mongod.kill9, mongod.start, while_away=not_ready
+    )
     _assert_answered_in_bounds(load, back_at)
+    async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        metrics = (await http.get("/metrics")).text
+    assert 'droneflow_dependency_refusals_total{dependency="store",outcome="refused"}' in metrics
     during = load.sent_between(away_at + RECOVERY_BOUND_S, away_at + OUTAGE_S)
     assert during and all(a.outcome in REFUSED for a in during)
+
+
+@pytest.mark.timeout(90)
+async def test_a_drone_result_sent_while_rabbitmq_is_stopped_is_asked_again_and_kept_once(
+    outage_cluster: Callable[..., object], rabbitmq_node: RabbitMQNode
+) -> None:
+    cluster: Cluster = await outage_cluster()  # type: ignore[misc]
+    gateway = cluster.gateways[0]
+    async with (
+        httpx.AsyncClient(base_url=gateway.base_url) as http,
+        WsClient(f"{gateway.ws_url}/ws/drone/RD1") as drone,
+    ):
+        # Given a drone holding a task
+        task_id = (await http.post("/api/processing-tasks", json=task_body("RA1", "RD1"))).json()[
+            "task_id"
+        ]
+        await drone.wait_type("processing_task", task_id=task_id)
+        # When it reports the result while RabbitMQ is stopped
+        await asyncio.to_thread(rabbitmq_node.stop_app)
+        try:
+            await drone.send(result_message(task_id, "RD1"))
+            # Then it is told to send it again, naming the task
+            asked = await drone.wait_type("error", code="unavailable", task_id=task_id)
+        finally:
+            await asyncio.to_thread(rabbitmq_node.start_app)
+        assert asked["message_type"] == "processing_result"
+        # And sent again once RabbitMQ is back, the result is stored, once
+        async with asyncio.timeout(30):
+            while (await http.get(f"/api/processing-tasks/{task_id}")).json()[
+                "status"
+            ] != "completed":
+                await drone.send(result_message(task_id, "RD1"))
+                await asyncio.sleep(0.5)
+        results = (await http.get("/api/processing-results/drone/RD1")).json()["results"]
+        assert [r["task_id"] for r in results] == [task_id]

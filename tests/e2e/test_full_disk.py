@@ -51,6 +51,7 @@ async def test_full_disk_answers_503_with_retry_after_and_keeps_accepted_tasks(
     process = await _started(str(tmp_path), port)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            assert (await http.get("/readyz")).status_code == 200
             # Given 25 tasks accepted
             accepted = [
                 (await http.post("/api/processing-tasks", json=task_body("DiskApp", "D1"))).json()[
