@@ -65,9 +65,7 @@ async def _stop_control(control: "asyncio.Task[Subscription]") -> None:
 
 def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
     raw_store = store
-    broker, store, broker_health, store_health = observed_adapters(
-        "gateway", broker, store, refuse_store_after_s=settings.store_timeout_s
-    )
+    broker, store, broker_health, store_health = observed_adapters("gateway", broker, store)
     health = GatewayHealth(broker_health, store_health, raw_store)
     registry = Registry(broker, store, settings.queues, prefetch=64)
     state = GatewayState(settings, broker, store, registry, health)

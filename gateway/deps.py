@@ -8,7 +8,7 @@ from gateway.connections import Registry
 from gateway.readiness import GatewayHealth
 from gateway.tasks import TaskService
 from shared.broker import Broker
-from shared.health import Dependency
+from shared.health import Dependency, refusing_store
 from shared.settings import Settings
 from shared.store import TaskStore
 
@@ -34,11 +34,16 @@ class GatewayState:
         self.health = health or GatewayHealth(
             Dependency("rabbitmq", "gateway"), Dependency("store", "gateway"), store
         )
-        self.tasks = TaskService(settings, broker, store, self.health.broker)
+        # REST calls and task submissions refuse at once during a store outage; deliveries to
+        # drones and their reports keep the plain store (see refusing_store).
+        self.request_store = refusing_store(
+            self.health.raw_store, self.health.store, settings.store_timeout_s
+        )
+        self.tasks = TaskService(settings, broker, self.request_store, self.health.broker)
 
 
 def get_store(request: Request) -> TaskStore:
-    return _state(request).store
+    return _state(request).request_store
 
 
 def get_tasks(request: Request) -> TaskService:

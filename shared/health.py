@@ -153,11 +153,9 @@ def observed(
 
 
 def observed_adapters(
-    service: str, broker: Broker, store: TaskStore, *, refuse_store_after_s: float | None = None
+    service: str, broker: Broker, store: TaskStore
 ) -> tuple[Broker, TaskStore, Dependency, Dependency]:
-    """The service's broker and store, observed, and the two dependencies they report to.
-    `refuse_store_after_s` is for request handlers (see _Observed); background consumers
-    leave it unset, since their retries are throttled by the store's own timeout."""
+    """The service's broker and store, observed, and the two dependencies they report to."""
     broker_health = Dependency("rabbitmq", service)
     store_health = Dependency("store", service)
     # A broker that reports its connection (RabbitMQBroker) is known away even while no call
@@ -169,13 +167,16 @@ def observed_adapters(
         listeners.append(broker_health.on_connection)
     return (
         observed(broker, broker_health, TRANSIENT_ERRORS),
-        observed(
-            store,
-            store_health,
-            TRANSIENT_ERRORS,
-            refuse_after_s=refuse_store_after_s,
-            refusal=StoreUnavailable,
-        ),
+        observed(store, store_health, TRANSIENT_ERRORS),
         broker_health,
         store_health,
+    )
+
+
+def refusing_store(store: TaskStore, dependency: Dependency, after_s: float) -> TaskStore:
+    """For request handlers: refuses at once while the store has been away for `after_s` (see
+    _Observed). Not for consumers, whose requeued messages would then come straight back: their
+    retries are paced by the store's own timeout."""
+    return observed(
+        store, dependency, TRANSIENT_ERRORS, refuse_after_s=after_s, refusal=StoreUnavailable
     )
