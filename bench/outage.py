@@ -14,6 +14,7 @@ mongod binary (--mongod or DRONEFLOW_TEST_MONGOD). Nothing it starts outlives it
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,14 +69,19 @@ async def one_run(
     await cluster.start()
     try:
         gateway = cluster.gateways[0]
-        drones = [SimDrone([gateway.ws_url], f"BD{i}", capacity=8, work_s=0.02) for i in range(5)]
+        drone_ids = [f"BD{i}" for i in range(5)]
+        # The drones get a process of their own: in the load's, they would slow its clock.
+        drones_stop = multiprocessing.Event()
+        drones = multiprocessing.Process(
+            target=run_drones, args=(gateway.ws_url, drone_ids, drones_stop)
+        )
+        drones.start()
         load = SteadyLoad(
-            gateway.base_url, gateway.ws_url, "BenchApp", [d.drone_id for d in drones],
+            gateway.base_url, gateway.ws_url, "BenchApp", drone_ids,
             rest_per_s=args.rate, ws_per_s=0, answer_timeout_s=args.client_timeout,
             max_connections=100,
         )  # fmt: skip
-        drones_stop, load_stop = asyncio.Event(), asyncio.Event()
-        runners = [asyncio.create_task(d.run(drones_stop)) for d in drones]
+        load_stop = asyncio.Event()
         loading = asyncio.create_task(load.run(load_stop))
         started = time.monotonic()
         await asyncio.sleep(args.before)
@@ -92,9 +99,17 @@ async def one_run(
         missing = await wait_all_terminal(gateway.base_url, accepted, timeout_s=60)
         duplicated = await duplicated_results(gateway.base_url, load.drone_ids)
         drones_stop.set()
-        await asyncio.gather(*runners, return_exceptions=True)
+        await asyncio.to_thread(drones.join, 30)
         if missing:
             print(f"  not terminal: {await states(gateway.base_url, missing)}", file=sys.stderr)
+        before = sorted(a.latency_s for a in load.sent_between(started, away_at))
+        if before:
+            print(
+                f"  before the fault: {len(before)} requests,"
+                f" median {before[len(before) // 2]:.3f} s,"
+                f" p99 {before[int(len(before) * 0.99)]:.3f} s",
+                file=sys.stderr,
+            )
         slowest = sorted(load.answers, key=lambda a: -a.latency_s)[:3]
         print(
             f"  {name}: away at +{away_at - started:.1f} s, back at +{back_at - started:.1f} s;"
@@ -105,6 +120,18 @@ async def one_run(
         return {"fault": name, **summary(load, back_at), "lost": len(missing) + duplicated}
     finally:
         cluster.stop()
+
+
+def run_drones(ws_url: str, drone_ids: list[str], stop: Any) -> None:
+    async def main() -> None:
+        stopping = asyncio.Event()
+        drones = [SimDrone([ws_url], drone_id, capacity=8, work_s=0.02) for drone_id in drone_ids]
+        runners = [asyncio.create_task(d.run(stopping)) for d in drones]
+        await asyncio.to_thread(stop.wait)
+        stopping.set()
+        await asyncio.gather(*runners, return_exceptions=True)
+
+    asyncio.run(main())
 
 
 async def states(base_url: str, task_ids: list[str]) -> list[tuple[str, str, int]]:
