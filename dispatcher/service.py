@@ -91,7 +91,9 @@ class Dispatcher:
         now = now_iso()
         if self._tracks_routing and await self.broker.queue_depth(self.queues.intake) == 0:
             # Only when the intake is drained: a backlog is not a lost message.
-            for task in await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH):
+            # After a broker outage this is the gateways' whole backlog: highest priority first.
+            waiting = await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH)
+            for task in sorted(waiting, key=lambda t: -t.priority):
                 await enqueue(self.broker, self.queues, task)
                 acted += 1
         acted += await self.age()

@@ -16,6 +16,7 @@ from gateway.handshake import WebSocketProtocol
 from result_writer.service import ResultWriter
 from shared.broker import Broker
 from shared.errors import TRANSIENT_ERRORS
+from shared.health import observed_adapters
 from shared.settings import Settings
 from shared.store import TaskStore
 from shared.wiring import build_broker, build_store
@@ -59,13 +60,23 @@ async def _serve_http(server: _Server, stop: asyncio.Event) -> None:
         raise SystemExit(f"could not serve on {server.config.host}:{server.config.port}")
 
 
+def _dispatcher(settings: Settings, broker: Broker, store: TaskStore) -> Dispatcher:
+    broker, store, _, _ = observed_adapters("dispatcher", broker, store)
+    return Dispatcher(settings, broker, store)
+
+
+def _result_writer(settings: Settings, broker: Broker, store: TaskStore) -> ResultWriter:
+    broker, store, _, _ = observed_adapters("result writer", broker, store)
+    return ResultWriter(settings, broker, store)
+
+
 async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with build_broker(settings) as broker, build_store(settings) as store:
         services_stop = asyncio.Event()
         services = [
-            asyncio.create_task(Dispatcher(settings, broker, store).run(services_stop)),
-            asyncio.create_task(ResultWriter(settings, broker, store).run(services_stop)),
+            asyncio.create_task(_dispatcher(settings, broker, store).run(services_stop)),
+            asyncio.create_task(_result_writer(settings, broker, store).run(services_stop)),
         ]
         try:
             await _serve_http(_uvicorn_server(settings, broker, store), stop)
@@ -120,7 +131,7 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
         "dispatcher",
         settings,
         stop,
-        lambda broker, store: Dispatcher(settings, broker, store).run(stop),
+        lambda broker, store: _dispatcher(settings, broker, store).run(stop),
     )
 
 
@@ -130,5 +141,5 @@ async def run_result_writer(settings: Settings, stop: asyncio.Event) -> None:
         "result writer",
         settings,
         stop,
-        lambda broker, store: ResultWriter(settings, broker, store).run(stop),
+        lambda broker, store: _result_writer(settings, broker, store).run(stop),
     )

@@ -11,12 +11,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import readiness
 from gateway.connections import Registry
 from gateway.deps import GatewayState
 from gateway.limits import BodySizeLimit
+from gateway.readiness import GatewayHealth, unavailable_response
 from gateway.routes import rest, ws
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
+from shared.health import observed_adapters
 from shared.protocol import ControlMessage
 from shared.settings import Settings
 from shared.store import TaskStore
@@ -61,8 +64,11 @@ async def _stop_control(control: "asyncio.Task[Subscription]") -> None:
 
 
 def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
+    raw_store = store
+    broker, store, broker_health, store_health = observed_adapters("gateway", broker, store)
+    health = GatewayHealth(broker_health, store_health, raw_store)
     registry = Registry(broker, store, settings.queues, prefetch=64)
-    state = GatewayState(settings, broker, store, registry)
+    state = GatewayState(settings, broker, store, registry, health)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +88,7 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
     app.state.gateway = state
     app.include_router(rest.router)
     app.include_router(ws.router)
+    app.include_router(readiness.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz")
@@ -95,7 +102,7 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
     @app.exception_handler(DroneflowError)
     async def unavailable(request: Request, exc: DroneflowError) -> JSONResponse:
         if isinstance(exc, TRANSIENT_ERRORS):
-            return JSONResponse({"detail": "temporarily unavailable, retry"}, status_code=503)
+            return unavailable_response(settings, health, exc)
         log.exception("unexpected droneflow error", exc_info=exc)
         return JSONResponse({"detail": str(exc)}, status_code=400)
 

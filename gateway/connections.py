@@ -70,6 +70,7 @@ class DroneSession:
         self._flow = asyncio.Lock()
         self._resume_retry: asyncio.Task[None] | None = None
         self._claiming = 0  # deliveries being claimed; each holds a slot like a held task
+        self.unsure_claims: dict[str, str] = {}  # task id → when its claim failed
         self.closed = False
 
     async def start(self) -> None:
@@ -112,10 +113,16 @@ class DroneSession:
         # claim does not wait for the broker's reply.
         pausing = asyncio.create_task(self._pause_flow()) if self._free_slots() == 0 else None
         task: TaskRecord | None = None
+        task_id = task_id_of_envelope(delivery.body)
         try:
-            task = await self._store.claim(task_id_of_envelope(delivery.body), self.drone_id)
+            task = await self._store.claim(task_id, self.drone_id)
             if task is not None:
                 self.held[task.task_id] = task  # before the claim's slot is given up
+        except TRANSIENT_ERRORS:
+            # The store may have written the claim and failed before answering (MongoDB killed
+            # mid-write): checked once it answers again, in settle_unsure_claims.
+            self.unsure_claims[task_id] = now_iso()
+            raise
         finally:
             self._claiming -= 1
             if pausing is not None:
@@ -135,6 +142,30 @@ class DroneSession:
         else:
             self.held.pop(task.task_id, None)
             await self._hand_back(task)
+
+    async def settle_unsure_claims(self) -> None:
+        """A claim written without its answer reaching us leaves a task delivered to this drone
+        that the drone never got, until it reconnects. Hand such tasks back. One delivered after
+        the failed claim is another session's, and left alone."""
+        for task_id, failed_at in list(self.unsure_claims.items()):
+            if self.closed:
+                return
+            try:
+                current = await self._store.get_task(task_id)
+            except TRANSIENT_ERRORS:
+                return  # still away: next time
+            del self.unsure_claims[task_id]
+            if (
+                current is not None
+                and task_id not in self.held
+                and not current.is_terminal
+                and current.delivery == "delivered"
+                and current.drone_id == self.drone_id
+                and current.delivered_at is not None
+                and current.delivered_at <= failed_at
+            ):
+                log.info("handing back %s: its claim was stored though it failed", task_id)
+                await self._hand_back(current)
 
     async def _hand_back(self, task: TaskRecord) -> None:
         task_id = task.task_id
@@ -332,6 +363,7 @@ class Registry:
         now = datetime.now(UTC)
         dropped = 0
         for session in list(self.drones.values()):
+            await session.settle_unsure_claims()
             for held in list(session.held.values()):
                 if held.delivered_at is None or held.timeout_s is None:
                     continue

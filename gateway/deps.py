@@ -6,8 +6,10 @@ from fastapi import Depends, Request, WebSocket
 
 from gateway.connections import Registry
 from gateway.drones import DroneService
+from gateway.readiness import GatewayHealth
 from gateway.tasks import TaskService
 from shared.broker import Broker
+from shared.health import Dependency, refusing_store
 from shared.settings import Settings
 from shared.store import TaskStore
 
@@ -19,18 +21,31 @@ def _state(connection: Request | WebSocket) -> "GatewayState":
 
 class GatewayState:
     def __init__(
-        self, settings: Settings, broker: Broker, store: TaskStore, registry: Registry
+        self,
+        settings: Settings,
+        broker: Broker,
+        store: TaskStore,
+        registry: Registry,
+        health: GatewayHealth | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.store = store
         self.registry = registry
-        self.tasks = TaskService(settings, broker, store)
+        self.health = health or GatewayHealth(
+            Dependency("rabbitmq", "gateway"), Dependency("store", "gateway"), store
+        )
+        # REST calls and task submissions refuse at once during a store outage; deliveries to
+        # drones and their reports keep the plain store (see refusing_store).
+        self.request_store = refusing_store(
+            self.health.raw_store, self.health.store, settings.store_timeout_s
+        )
+        self.tasks = TaskService(settings, broker, self.request_store, self.health.broker)
         self.drones = DroneService(settings, broker, store)
 
 
 def get_store(request: Request) -> TaskStore:
-    return _state(request).store
+    return _state(request).request_store
 
 
 def get_tasks(request: Request) -> TaskService:

@@ -1,11 +1,13 @@
 """Task submission and cancellation, shared by the REST routes and the application socket."""
 
+import asyncio
 import logging
 
 from shared.announce import enqueue, notify_status
 from shared.broker import Broker
 from shared.broker.queues import Queues
 from shared.errors import BrokerUnavailable
+from shared.health import Dependency
 from shared.ids import new_task_id
 from shared.metrics import TASKS_SUBMITTED
 from shared.models import NewTask, TaskRecord, construct_trusted
@@ -17,10 +19,13 @@ log = logging.getLogger(__name__)
 
 
 class TaskService:
-    def __init__(self, settings: Settings, broker: Broker, store: TaskStore) -> None:
+    def __init__(
+        self, settings: Settings, broker: Broker, store: TaskStore, broker_health: Dependency
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.store = store
+        self.broker_health = broker_health
         self.queues: Queues = settings.queues
 
     async def submit(self, app_id: str, request: TaskRequest) -> CreateOutcome:
@@ -43,13 +48,24 @@ class TaskService:
         outcome = await self.store.create_task(new)
         if outcome.created:
             TASKS_SUBMITTED.inc()
-            try:
-                await enqueue(self.broker, self.queues, outcome.task)
-            except BrokerUnavailable:
-                # The task is stored, so it is accepted: the dispatcher's sweep finds tasks that
-                # were never routed and sends them on once the broker is back.
-                log.warning("broker unavailable; task %s waits for the sweep", new.task_id)
+            await self._enqueue(outcome.task)
         return outcome
+
+    async def _enqueue(self, task: TaskRecord) -> None:
+        """The task is stored, so it is accepted whatever the broker does: the dispatcher's
+        sweep sends on tasks that were never routed. So the publish gets a deadline, and while
+        the broker is known to be away only a probe tries it."""
+        health = self.broker_health
+        if not health.should_try():
+            health.deferred()
+            return
+        try:
+            async with asyncio.timeout(self.settings.publish_timeout_s):
+                await enqueue(self.broker, self.queues, task)
+        except (BrokerUnavailable, TimeoutError) as exc:
+            health.failed(str(exc) or "no publish confirm within DRONEFLOW_PUBLISH_TIMEOUT_S")
+            health.deferred()
+            log.debug("task %s waits for the sweep: %r", task.task_id, exc)
 
     async def cancel(self, task_id: str) -> TaskRecord:
         """Raises TaskNotFound, or TaskAlreadyFinished when the task was already terminal."""

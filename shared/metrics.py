@@ -15,3 +15,12 @@ NOTIFICATIONS_SENT = Counter(
 )
 DRONES_CONNECTED = Gauge("droneflow_drones_connected", "Drone sockets open on this gateway")
 APPS_CONNECTED = Gauge("droneflow_apps_connected", "Application sockets open on this gateway")
+DEPENDENCY_REFUSALS = Counter(
+    "droneflow_dependency_refusals",
+    "Requests refused (503, WebSocket `unavailable`) or deferred (accepted, left to the sweep) "
+    "because a dependency was unavailable",
+    ["dependency", "outcome"],
+)
+DEPENDENCY_UP = Gauge(
+    "droneflow_dependency_up", "1 while a service reaches a dependency", ["dependency", "service"]
+)

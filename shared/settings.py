@@ -49,10 +49,17 @@ class Settings(BaseSettings):
 
     queue_prefix: str = Field(default="droneflow", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     sweep_interval_s: float = Field(default=1.0, gt=0)
-    dispatch_grace_s: float = Field(default=5.0, ge=0)
+    dispatch_grace_s: float = Field(default=2.0, ge=0)
     renotify_after_s: float = Field(
         default=10.0, gt=0, description="re-send a final state no app was sent after this long"
     )
+    publish_timeout_s: float = Field(
+        default=1.0, gt=0, description="longest wait for RabbitMQ to confirm a publish"
+    )
+    store_timeout_s: float = Field(
+        default=1.0, gt=0, description="longest wait for MongoDB to be reachable (per operation)"
+    )
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After of a 503")
     consumer_prefetch: int = Field(default=256, ge=1)
     shutdown_timeout_s: float = Field(default=10.0, ge=0)
 

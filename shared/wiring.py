@@ -19,7 +19,9 @@ def build_broker(settings: Settings) -> AbstractAsyncContextManager[Broker]:
     if scheme in ("amqp", "amqps"):
         from shared.broker.rabbitmq import RabbitMQBroker
 
-        return RabbitMQBroker(settings.broker_url, settings.queues)
+        return RabbitMQBroker(
+            settings.broker_url, settings.queues, publish_timeout_s=settings.publish_timeout_s
+        )
     raise ConfigurationError(
         f"DRONEFLOW_BROKER_URL: unsupported scheme {scheme!r} (use memory:// or amqp://)"
     )
@@ -35,7 +37,7 @@ def build_store(settings: Settings) -> AbstractAsyncContextManager[TaskStore]:
     if scheme in ("mongodb", "mongodb+srv"):
         from shared.store.mongo import MongoTaskStore
 
-        return MongoTaskStore(url)
+        return MongoTaskStore(url, timeout_s=settings.store_timeout_s)
     raise ConfigurationError(
         f"DRONEFLOW_STORE_URL: unsupported scheme {scheme!r} (use sqlite:/// or mongodb://)"
     )

@@ -139,14 +139,16 @@ async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -
         reply = exc.frame
     except TaskError as exc:
         reply = _refusal_frame(exc)
-    except TRANSIENT_ERRORS:
-        log.warning("backend unavailable while handling a %s frame", frame["type"])
+    except TRANSIENT_ERRORS as exc:
+        websocket.app.state.gateway.health.dependency_of(exc).refused()
         data = frame.get("data")
         task_id = data.get("task_id") if isinstance(data, dict) else None
         # Name what failed, so a client knows which frame to send again.
         extra: dict[str, JsonValue] = {"message_type": frame["type"]}
         if isinstance(task_id, str):
             extra["task_id"] = task_id
+        if isinstance(request_id := frame.get("request_id"), str):
+            extra["request_id"] = request_id
         reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry", **extra).decode()
     if reply is not None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer left meanwhile

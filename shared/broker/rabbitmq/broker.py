@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from types import TracebackType
 from typing import Self, cast
@@ -30,9 +30,10 @@ PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
 class RabbitMQBroker:
-    """Durable queues on RabbitMQ. `timeout_s` bounds every wait on RabbitMQ (a publish and
-    its confirm, a declaration, a cancel), including a wait for the connection to come back;
-    past it the call raises BrokerUnavailable."""
+    """Durable queues on RabbitMQ. `timeout_s` bounds every wait on RabbitMQ (a declaration, a
+    cancel), including a wait for the connection to come back; past it the call raises
+    BrokerUnavailable. `publish_timeout_s` bounds a publish and its confirm the same way: a node
+    under a memory or disk alarm takes the frames but confirms nothing until the alarm clears."""
 
     def __init__(
         self,
@@ -40,6 +41,7 @@ class RabbitMQBroker:
         queues: Queues,
         *,
         timeout_s: float = 10.0,
+        publish_timeout_s: float = 10.0,
         reconnect_interval_s: float = 2.0,
         consumers_per_channel: int = 500,
         channels_per_pool: int = 16,
@@ -49,6 +51,7 @@ class RabbitMQBroker:
         self._url = url
         self._queues = queues
         self._timeout_s = timeout_s
+        self._publish_timeout_s = publish_timeout_s
         self._reconnect_interval_s = reconnect_interval_s
         self._shutdown_timeout_s = shutdown_timeout_s
         self._write_window_s = write_window_s
@@ -62,6 +65,8 @@ class RabbitMQBroker:
         self._watchdog: asyncio.Task[None] | None = None
         self._publishing = 0  # publishes awaiting their confirm
         self._closed = False
+        self.connection_listeners: list[Callable[[str | None], None]] = []
+        """Told the reason when the connection is lost, None when it is back."""
 
     async def __aenter__(self) -> Self:
         with translated_errors():
@@ -91,6 +96,8 @@ class RabbitMQBroker:
                 raise
         # After a reconnect the node may be a fresh one: declare queues again on first use.
         self._connection.reconnect_callbacks.add(self._topology.forget)
+        self._connection.close_callbacks.add(self._on_connection_lost)
+        self._connection.reconnect_callbacks.add(self._on_reconnected)
         self._watchdog = asyncio.create_task(self._watch_consumers())
         return self
 
@@ -129,13 +136,13 @@ class RabbitMQBroker:
     async def publish(self, queue: QueueSpec, body: bytes, *, priority: int = 0) -> None:
         channel = self._require_publisher()
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._publish_timeout_s):
                 await self._publish(channel, queue, body, priority)
 
     async def publish_many(self, messages: Sequence[Outgoing]) -> None:
         channel = self._require_publisher()
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._publish_timeout_s):
                 for spec in {m.queue.name: m.queue for m in messages}.values():
                     await self._topology.ensure_declared(channel, spec)
                 # Pipelined: every message goes out before the first confirm is awaited.
@@ -158,7 +165,7 @@ class RabbitMQBroker:
     async def broadcast(self, topic: str, body: bytes) -> None:
         channel = self._require_publisher()
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._publish_timeout_s):
                 exchange = self._topology.topic_exchanges.get(topic)
                 if exchange is None:
                     exchange = await self._topology.declare_topic(channel, topic, robust=False)
@@ -190,6 +197,15 @@ class RabbitMQBroker:
         return count if count is not None else 0
 
     # --- internals ----------------------------------------------------------------------
+
+    def _on_connection_lost(self, _connection: object, exc: BaseException | None = None) -> None:
+        if not self._closed:
+            for listener in self.connection_listeners:
+                listener(f"connection lost: {exc!r}")
+
+    def _on_reconnected(self, _connection: object) -> None:
+        for listener in self.connection_listeners:
+            listener(None)
 
     def _require_publisher(self) -> AbstractRobustChannel:
         if self._closed or self._publisher is None:

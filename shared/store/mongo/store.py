@@ -61,9 +61,10 @@ class MongoTaskStore:
     network and server-selection failures, StoreError for other server errors, and the
     TaskError tree as the port says."""
 
-    def __init__(self, url: str, database: str | None = None) -> None:
+    def __init__(self, url: str, database: str | None = None, *, timeout_s: float = 30.0) -> None:
         self.url = url
         self.database = database
+        self.timeout_s = timeout_s
         self._client: AsyncMongoClient[Document] | None = None
         self._tasks: AsyncCollection[Document]
         self._results: AsyncCollection[Document]
@@ -71,7 +72,12 @@ class MongoTaskStore:
     @translated
     async def __aenter__(self) -> Self:
         try:
-            client: AsyncMongoClient[Document] = AsyncMongoClient(self.url)
+            # While the server is away an operation waits for it at most timeout_s (pymongo's
+            # default is 30 s) and then raises ServerSelectionTimeoutError: callers answer 503.
+            timeout_ms = max(1, int(self.timeout_s * 1000))
+            client: AsyncMongoClient[Document] = AsyncMongoClient(
+                self.url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+            )
         except (MongoConfigurationError, ValueError) as exc:  # ValueError: a bad host or port
             raise ConfigurationError(f"DRONEFLOW_STORE_URL: {exc}") from None
         try:

@@ -1,0 +1,53 @@
+"""A claim the store wrote but failed to answer (MongoDB killed mid-write) leaves a task
+delivered to a drone that never got it; the session hands it back once the store answers."""
+
+from pathlib import Path
+
+from gateway.connections import DroneSession
+from shared.broker.memory import InMemoryBroker
+from shared.clock import now_iso
+from shared.settings import Settings
+from shared.store.sqlite import SQLiteTaskStore
+from tests.builders import a_new_task
+
+
+class SilentSocket:
+    async def send_text(self, text: str) -> None:
+        pass
+
+
+async def test_a_claim_stored_without_an_answer_is_handed_back(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    async with (
+        SQLiteTaskStore(tmp_path / "db.sqlite") as store,
+        InMemoryBroker(settings.queues) as broker,
+    ):
+        session = DroneSession("D1", SilentSocket(), 1, broker, store, settings.queues)  # type: ignore[arg-type]
+        new = a_new_task()
+        task = (await store.create_task(new)).task
+        # Given a claim that was written, while the session saw it fail
+        assert await store.claim(task.task_id, task.drone_id) is not None
+        session.unsure_claims[task.task_id] = now_iso()
+        # When the store answers again
+        await session.settle_unsure_claims()
+        # Then the task is queued again, for the next delivery
+        after = await store.get_task(task.task_id)
+        assert after is not None and after.delivery == "queued"
+        assert session.unsure_claims == {}
+
+
+async def test_a_task_delivered_after_the_failed_claim_is_left_alone(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    async with (
+        SQLiteTaskStore(tmp_path / "db.sqlite") as store,
+        InMemoryBroker(settings.queues) as broker,
+    ):
+        session = DroneSession("D1", SilentSocket(), 1, broker, store, settings.queues)  # type: ignore[arg-type]
+        task = (await store.create_task(a_new_task())).task
+        # Given a failed claim, and a later delivery (another session of the drone)
+        session.unsure_claims[task.task_id] = "2000-01-01T00:00:00.000Z"
+        assert await store.claim(task.task_id, task.drone_id) is not None
+        # When the session settles it, then the other session keeps the task
+        await session.settle_unsure_claims()
+        after = await store.get_task(task.task_id)
+        assert after is not None and after.delivery == "delivered"
