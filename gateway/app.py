@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -84,7 +85,8 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
             await _stop_control(control)
             await registry.notified.flush()
 
-    app = FastAPI(title="droneflow", version="0.1.0", lifespan=lifespan)
+    # Swagger UI and ReDoc from assets shipped in a package: /docs works with no network.
+    app = FastAPIOffline(title="droneflow", version="0.1.0", lifespan=lifespan)
     app.state.gateway = state
     app.include_router(rest.router)
     app.include_router(ws.router)
