@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from gateway.deps import StoreDep, TasksDep
+from gateway.routes.responses import ALREADY_FINISHED, EVERY_ROUTE, NOT_FOUND, TOO_LARGE
 from gateway.routes.strict_json import StrictJsonRoute
 from shared.clock import normalize_timestamp
 from shared.errors import TaskAlreadyFinished, TaskNotFound
@@ -12,14 +13,14 @@ from shared.ids import ID_PATTERN
 from shared.lifecycle import TaskStatus
 from shared.protocol import CancelTaskResponse, CreateTaskRequest, CreateTaskResponse
 
-router = APIRouter(prefix="/api", route_class=StrictJsonRoute)
+router = APIRouter(prefix="/api", route_class=StrictJsonRoute, responses=EVERY_ROUTE)
 
 ClientIdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 TASK_NOT_FOUND = "Processing task not found"
 RESULT_NOT_FOUND = "Processing result not found"
 
 
-@router.post("/processing-tasks", response_model=CreateTaskResponse)
+@router.post("/processing-tasks", response_model=CreateTaskResponse, responses=TOO_LARGE)
 async def create_processing_task(body: CreateTaskRequest, tasks: TasksDep) -> CreateTaskResponse:
     outcome = await tasks.submit(body.app_id, body)
     return CreateTaskResponse(task_id=outcome.task.task_id)
@@ -61,7 +62,7 @@ async def pending_tasks_for_drone(
     return {"tasks": [t.public_dict() for t in tasks], "count": len(tasks), "drone_id": drone_id}
 
 
-@router.get("/processing-tasks/{task_id}")
+@router.get("/processing-tasks/{task_id}", responses=NOT_FOUND)
 async def get_processing_task(task_id: str, store: StoreDep) -> dict[str, Any]:
     task = await store.get_task(task_id)
     if task is None:
@@ -69,7 +70,11 @@ async def get_processing_task(task_id: str, store: StoreDep) -> dict[str, Any]:
     return task.public_dict()
 
 
-@router.post("/processing-tasks/{task_id}/cancel", response_model=CancelTaskResponse)
+@router.post(
+    "/processing-tasks/{task_id}/cancel",
+    response_model=CancelTaskResponse,
+    responses={**NOT_FOUND, **ALREADY_FINISHED},
+)
 async def cancel_processing_task(task_id: str, tasks: TasksDep) -> CancelTaskResponse:
     try:
         task = await tasks.cancel(task_id)
@@ -80,7 +85,7 @@ async def cancel_processing_task(task_id: str, tasks: TasksDep) -> CancelTaskRes
     return CancelTaskResponse(task_id=task.task_id, status=task.status)
 
 
-@router.get("/processing-results/{task_id}")
+@router.get("/processing-results/{task_id}", responses=NOT_FOUND)
 async def get_processing_result(task_id: str, store: StoreDep) -> dict[str, Any]:
     result = await store.get_result(task_id)
     if result is None:
