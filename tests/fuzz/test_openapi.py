@@ -25,7 +25,9 @@ def test_every_operation_answers_with_a_declared_status_and_never_5xx(
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck)
+        )
         def answers_as_declared(case: schemathesis.Case) -> None:
             case.call_and_validate(checks=CHECKS, timeout=10)
 
