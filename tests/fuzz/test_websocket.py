@@ -19,6 +19,9 @@ from tests.fuzz.conftest import FUZZ_EXAMPLES, server_errors_logged
 from tests.processes import ServiceProcess
 
 REPLY_TIMEOUT_S: Final = 10.0
+NO_KEEPALIVE: Final = {"ping_interval": None}
+"""The keepalive thread draws from `random`, which Hypothesis reports when it happens during a
+draw: a fuzzing run is short enough without it."""
 APP_FRAMES: Final[dict[str, type[BaseModel] | None]] = {
     "ping": None,
     "processing_task": TaskRequest,
@@ -113,13 +116,13 @@ def replies_until_pong(socket: ClientConnection, pongs: int = 1) -> list[dict[st
 @pytest.fixture(scope="module")
 def bystander(fuzzed_server: ServiceProcess) -> Iterator[ClientConnection]:
     """Another application, served normally throughout."""
-    with connect(f"{fuzzed_server.ws_url}/ws/application/Bystander") as socket:
+    with connect(f"{fuzzed_server.ws_url}/ws/application/Bystander", **NO_KEEPALIVE) as socket:
         assert json.loads(socket.recv(timeout=REPLY_TIMEOUT_S))["type"] == "connection_established"
         yield socket
 
 
 def fuzz(server: ServiceProcess, path: str, kinds: dict[str, type[BaseModel] | None]) -> None:
-    with connect(f"{server.ws_url}{path}", max_size=None) as socket:
+    with connect(f"{server.ws_url}{path}", max_size=None, **NO_KEEPALIVE) as socket:
         assert json.loads(socket.recv(timeout=REPLY_TIMEOUT_S))["type"] == "connection_established"
 
         @given(raw=frames(kinds))
@@ -158,7 +161,7 @@ def test_bystander_task_completes_after_the_fuzzing(
     fuzzed_server: ServiceProcess, bystander: ClientConnection
 ) -> None:
     # Given the server that took every fuzzed frame above
-    with connect(f"{fuzzed_server.ws_url}/ws/drone/BystanderDrone") as drone:
+    with connect(f"{fuzzed_server.ws_url}/ws/drone/BystanderDrone", **NO_KEEPALIVE) as drone:
         drone.recv(timeout=REPLY_TIMEOUT_S)
         # When the bystander sends a task to a drone
         body = task_body("Bystander", "BystanderDrone")
