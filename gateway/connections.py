@@ -12,7 +12,6 @@ from typing import Protocol
 
 import orjson
 
-from shared.announce import after_release
 from shared.broker import Broker, Delivery, Subscription
 from shared.broker.queues import Queues
 from shared.clock import now_iso, parse_timestamp
@@ -23,13 +22,13 @@ from shared.metrics import (
     DRONES_CONNECTED,
     NOTIFICATIONS_SENT,
     TASKS_DELIVERED,
-    TASKS_RELEASED,
 )
 from shared.models import TaskRecord
 from shared.protocol import (
     CLOSE_SUPERSEDED,
     PROCESSING_RESULT_RECEIVED,
     TASK_STATUS_UPDATE,
+    ControlMessage,
     drone_task_frame,
     task_cancelled_frame,
     task_id_of_envelope,
@@ -71,17 +70,44 @@ class DroneSession:
         self._resume_retry: asyncio.Task[None] | None = None
         self._claiming = 0  # deliveries being claimed; each holds a slot like a held task
         self.unsure_claims: dict[str, str] = {}  # task id → when its claim failed
+        self._claims_done = asyncio.Event()
+        self._claims_done.set()
+        self._adoptable: set[str] = set()  # passed on by an older session; waiting for a slot
         self.closed = False
 
     async def start(self) -> None:
-        """Hand back what earlier sessions of this drone left delivered, then start consuming."""
-        for task in await self._store.release_drone(self.drone_id):
-            await after_release(self._broker, self._queues, task, "disconnect")
+        """Send the drone again what the store says it holds (an earlier session of it dropped,
+        here or on a gateway that died), then start consuming for its free slots."""
+        for task in await self._store.held_by(self.drone_id):
+            await self._resend(task)
         await self._resume_if_free()
+
+    async def adopt(self, task_id: str) -> None:
+        """An older session of this drone closed holding `task_id`: send it here if the store
+        still says the drone holds it. Only a hint, and it may follow `start`, which found the
+        task already; one the older session claimed after `start` read the store is found
+        only this way. It waits for a free slot, so the drone gets no more than its capacity."""
+        if self.closed or task_id in self.held:
+            return
+        if self._free_slots() <= 0:
+            self._adoptable.add(task_id)
+            return
+        try:
+            task = await self._store.get_task(task_id)
+        except TRANSIENT_ERRORS as exc:
+            # Still delivered to the drone: its next connection, or the timeout, finds it.
+            log.warning("could not resume %s for drone %s now: %s", task_id, self.drone_id, exc)
+            return
+        if task is None or task.is_terminal or task.delivery != "delivered":
+            return  # ended, or timed out and queued again, meanwhile
+        if task.drone_id == self.drone_id:
+            await self._resend(task)
 
     async def finished(self, task_id: str) -> None:
         """The drone reported a result, or the task was cancelled or timed out: free its slot."""
         self.held.pop(task_id, None)
+        while self._adoptable and self._free_slots() > 0:
+            await self.adopt(self._adoptable.pop())
         await self._resume_if_free()
 
     async def drop(self, task_id: str, reason: str) -> None:
@@ -90,15 +116,27 @@ class DroneSession:
             await self.finished(task_id)
 
     async def close(self) -> None:
-        """The socket is gone: stop consuming and release every task the drone still held."""
+        """The socket is gone: stop consuming. What the drone holds stays delivered to it (a
+        link flap costs no attempt): its next session sends it again, and other gateways are
+        told, in case the drone is already back on one of them."""
         self.closed = True
         if self._resume_retry is not None:
             self._resume_retry.cancel()
         async with self._flow:
             await self._pause()
-        held, self.held = list(self.held.values()), {}
-        for task in held:
-            await self._hand_back(task)
+        # A claim in flight lands in `held` before it ends, so it is passed on below, and a
+        # newer session on this gateway (started after this returns) finds it in the store.
+        await self._claims_done.wait()
+        held = [*self.held, *self._adoptable]
+        self.held, self._adoptable = {}, set()
+        for task_id in held:
+            control = ControlMessage(kind="resume", task_id=task_id, drone_id=self.drone_id)
+            try:
+                await self._broker.broadcast(self._queues.control, control.encode())
+            except TRANSIENT_ERRORS as exc:
+                # The drone's next connection finds them in the store; the rest would fail alike.
+                log.warning("could not pass on %s of drone %s: %s", task_id, self.drone_id, exc)
+                return
 
     def _free_slots(self) -> int:
         return self.capacity - len(self.held) - self._claiming
@@ -109,6 +147,7 @@ class DroneSession:
             await delivery.reject(requeue=True)
             return
         self._claiming += 1
+        self._claims_done.clear()
         # The last free slot is taken: stop deliveries while claiming, not after, so that the
         # claim does not wait for the broker's reply.
         pausing = asyncio.create_task(self._pause_flow()) if self._free_slots() == 0 else None
@@ -125,28 +164,23 @@ class DroneSession:
             raise
         finally:
             self._claiming -= 1
+            if self._claiming == 0:
+                self._claims_done.set()
             if pausing is not None:
                 await pausing
             if task is None:
                 # Cancelled, finished, expired, a duplicate message, or the store failed (the
                 # message is requeued): the slot it took is free again.
                 await self._resume_if_free()
-        if task is None:
-            return
-        if self.closed:
-            if self.held.pop(task.task_id, None) is not None:  # close() did not hand it back
-                await self._hand_back(task)
-            return
-        if await self._send(drone_task_frame(task, now_iso()).decode()):
+        # Closed meanwhile, or the send fails: the task stays held, and close() passes it on.
+        frame = None if task is None or self.closed else drone_task_frame(task, now_iso())
+        if frame is not None and await self._send(frame.decode()):
             TASKS_DELIVERED.inc()
-        else:
-            self.held.pop(task.task_id, None)
-            await self._hand_back(task)
 
     async def settle_unsure_claims(self) -> None:
-        """A claim written without its answer reaching us leaves a task delivered to this drone
-        that the drone never got, until it reconnects. Hand such tasks back. One delivered after
-        the failed claim is another session's, and left alone."""
+        """A claim written without its answer reaching us (MongoDB killed mid-write) leaves a
+        task delivered to this drone that the drone never got: the store says the drone holds
+        it, so send it now. One delivered after the failed claim is another session's."""
         for task_id, failed_at in list(self.unsure_claims.items()):
             if self.closed:
                 return
@@ -157,29 +191,18 @@ class DroneSession:
             del self.unsure_claims[task_id]
             if (
                 current is not None
-                and task_id not in self.held
-                and not current.is_terminal
-                and current.delivery == "delivered"
                 and current.drone_id == self.drone_id
                 and current.delivered_at is not None
                 and current.delivered_at <= failed_at
             ):
-                log.info("handing back %s: its claim was stored though it failed", task_id)
-                await self._hand_back(current)
+                log.info("sending %s: its claim was stored though it failed", task_id)
+                await self.adopt(task_id)
 
-    async def _hand_back(self, task: TaskRecord) -> None:
-        task_id = task.task_id
-        try:
-            # Fenced to this delivery: the drone may already hold it again through a newer
-            # session (on this gateway or another), which must keep it.
-            released = await self._store.release(task_id, self.drone_id, attempt=task.attempts)
-            if released is not None:
-                TASKS_RELEASED.labels(reason="disconnect").inc()
-                await after_release(self._broker, self._queues, released, "disconnect")
-        except TRANSIENT_ERRORS as exc:
-            # Not lost: the store still says delivered (the drone's next connection releases
-            # it) or queued and never routed (the dispatcher's sweep sends it on).
-            log.warning("could not hand back %s now: %s", task_id, exc)
+    async def _resend(self, task: TaskRecord) -> None:
+        if self.closed or task.task_id in self.held:
+            return
+        self.held[task.task_id] = task
+        await self._send(drone_task_frame(task, now_iso(), resumed=True).decode())
 
     async def _send(self, text: str) -> bool:
         try:
@@ -390,5 +413,9 @@ class Registry:
 
     async def on_control(self, kind: str, task_id: str, drone_id: str) -> None:
         session = self.drones.get(drone_id)
-        if session is not None:
+        if session is None:
+            return
+        if kind == "resume":
+            await session.adopt(task_id)
+        else:
             await session.drop(task_id, kind)

@@ -149,7 +149,10 @@ def error_frame(code: str, message: str, **extra: JsonValue) -> bytes:
     return encode({"type": ERROR, "code": code, "message": message, **extra})
 
 
-def drone_task_frame(task: TaskRecord, ts: str) -> bytes:
+def drone_task_frame(task: TaskRecord, ts: str, *, resumed: bool = False) -> bytes:
+    """`resumed` marks the same delivery sent again to a drone that reconnected: same
+    `attempt`, not a new try. Present only then, so first deliveries stay the spec's frame."""
+    extra: dict[str, JsonValue] = {"resumed": True} if resumed else {}
     return encode(
         {
             "type": PROCESSING_TASK,
@@ -163,6 +166,7 @@ def drone_task_frame(task: TaskRecord, ts: str) -> bytes:
             },
             "attempt": task.attempts,
             "timestamp": ts,
+            **extra,
         }
     )
 
@@ -280,9 +284,11 @@ _STATUS_FIELDS: Final = frozenset(DroneStatusUpdate.model_fields)
 
 
 class ControlMessage(BaseModel):
-    """Tells the gateway holding `drone_id` to drop a task: cancelled by its app, or timed out."""
+    """Tells the gateway holding `drone_id` to drop a task (cancelled by its app, or timed
+    out), or to send it to the drone again (`resume`: a session of the drone that held it
+    closed, and the drone may already be back on another gateway)."""
 
-    kind: Literal["cancelled", "timeout"]
+    kind: Literal["cancelled", "timeout", "resume"]
     task_id: str
     drone_id: str
 

@@ -40,6 +40,8 @@ class SimDrone:
     drop_probability: float = 0.0
     seed: int = 0
     deliveries: Counter[str] = field(default_factory=Counter)
+    """Distinct attempts of each task this drone was sent."""
+    _attempts_seen: set[tuple[str, int]] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
     max_held: int = 0
     connections: int = 0
@@ -95,7 +97,7 @@ class SimDrone:
                 kind = frame.get("type")
                 if kind == "processing_task":
                     task_id = frame["task_id"]
-                    self._count_delivery(task_id, held)
+                    self._count_delivery(task_id, frame["attempt"], held)
                     hints = frame["task_data"]["input_data"]
                     if task_id in self.silent or hints.get("silent"):
                         continue
@@ -116,8 +118,11 @@ class SimDrone:
             for worker in workers:
                 worker.cancel()
 
-    def _count_delivery(self, task_id: str, held: set[str]) -> None:
-        self.deliveries[task_id] += 1
+    def _count_delivery(self, task_id: str, attempt: int, held: set[str]) -> None:
+        # A resumed frame re-sends a delivery after a reconnect: a delivery is an attempt.
+        if (task_id, attempt) not in self._attempts_seen:
+            self._attempts_seen.add((task_id, attempt))
+            self.deliveries[task_id] += 1
         held.add(task_id)
         self.max_held = max(self.max_held, len(held))
         if len(held) > self.capacity:

@@ -8,7 +8,9 @@ shared.lifecycle's; each adapter derives its write preconditions from it.
 
 Delivery bookkeeping is separate from the status the spec shows: `delivery` is `queued`
 (waiting for its drone) or `delivered` (a drone holds it). Releasing a delivered task puts it
-back to `queued` and keeps its status, because status never moves backwards.
+back to `queued` and keeps its status, because status never moves backwards. Only an
+in-progress timeout releases one, so `attempts` (one per claim) counts a first delivery plus
+each timeout: a drone that drops keeps its tasks delivered and is sent them again.
 
 How outcomes come back, for every method:
 - Lookups (get_task, get_result, and the listings) return None, or nothing, when absent.
@@ -131,16 +133,18 @@ class TaskStore(Protocol):
         reason: ErrorCode | None = None,
         attempt: int | None = None,
     ) -> TaskRecord | None:
-        """A drone no longer holds the task (it disconnected, or the task timed out). `attempt`
-        fences the release to one delivery (the task's `attempts` when it was claimed): a
-        stale session must not release the task after it was delivered again. If it was
+        """The task's in-progress timeout ran out while the drone held it. `attempt` fences the
+        release to one delivery (the task's `attempts` when it was claimed): a sweep that read
+        the task before it was delivered again must not release the newer delivery. If it was
         delivered to this drone and is not terminal: back to queued with dispatched_at unset,
         or, when attempts ≥ max_attempts, to failed with error_code `max_attempts`. Returns
-        the updated task, or None when nothing changed."""
+        the updated task, or None when nothing changed. A drone's disconnect releases nothing:
+        its tasks stay delivered to it, so a link flap costs no attempt (see `held_by`)."""
         ...
 
-    async def release_drone(self, drone_id: str) -> list[TaskRecord]:
-        """`release` every task delivered to this drone (after its gateway vanished)."""
+    async def held_by(self, drone_id: str) -> list[TaskRecord]:
+        """Non-terminal tasks delivered to this drone, oldest delivery first: what a new
+        session of the drone sends it again (resumed), with the same attempt number."""
         ...
 
     async def overdue(self, now: str, limit: int) -> list[TaskRecord]:

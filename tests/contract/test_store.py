@@ -383,7 +383,7 @@ async def test_release_is_fenced_to_one_delivery(store: TaskStore) -> None:
     assert second is not None
     assert second.attempts == first.attempts + 1
 
-    # A stale session handing back its (first) delivery must not take the second from the drone
+    # A sweep that read the first delivery must not release the second one
     assert await store.release(first.task_id, DRONE, attempt=first.attempts) is None
     still = await store.get_task(first.task_id)
     assert still is not None
@@ -393,21 +393,38 @@ async def test_release_is_fenced_to_one_delivery(store: TaskStore) -> None:
     assert released.delivery == "queued"
 
 
-async def test_release_drone_releases_every_task_it_held(store: TaskStore) -> None:
+async def test_held_by_lists_the_live_tasks_delivered_to_the_drone(store: TaskStore) -> None:
     held = [await claimed(store) for _ in range(3)]
-    last_try = await claimed(store, max_attempts=1)
     queued = await create(store)
     elsewhere = await claimed(store, drone_id="Drone002")
+    ended = await claimed(store)
+    await store.save_result(result_for(ended.task_id))
 
-    released = await store.release_drone(DRONE)
+    listed = await store.held_by(DRONE)
 
-    by_id = {task.task_id: task for task in released}
-    assert set(by_id) == {task.task_id for task in [*held, last_try]}
-    assert all(by_id[task.task_id].delivery == "queued" for task in held)
-    assert by_id[last_try.task_id].error_code == "max_attempts"
+    assert listed == held  # oldest delivery first, each as stored
     assert await store.get_task(queued.task_id) == queued
-    assert await store.get_task(elsewhere.task_id) == elsewhere
-    assert await store.release_drone(DRONE) == []
+    assert await store.held_by("Drone002") == [elsewhere]
+
+
+async def test_held_by_changes_nothing_so_a_resumed_delivery_keeps_its_attempt(
+    store: TaskStore,
+) -> None:
+    task = await claimed(store, timeout_s=30.0, max_attempts=1)
+
+    for _ in range(5):  # as many reconnects as you like
+        assert await store.held_by(DRONE) == [task]
+
+    # The delivery is still the one claimed: its timeout releases it, fenced to that attempt
+    assert await store.claim(task.task_id, DRONE) is None
+    released = await store.release(task.task_id, DRONE, reason="timeout", attempt=task.attempts)
+    assert released is not None
+    assert (released.status, released.error_code, released.attempts) == (
+        "failed",
+        "max_attempts",
+        1,
+    )
+    assert await store.held_by(DRONE) == []
 
 
 async def test_overdue_lists_delivered_tasks_past_their_timeout(store: TaskStore) -> None:
@@ -624,7 +641,7 @@ async def test_cancel_of_a_delivered_task_says_a_drone_held_it(store: TaskStore)
     assert outcome.was_delivered
     assert outcome.task.status == "cancelled"
     assert await store.overdue(iso_after(3600), 10) == []
-    assert await store.release_drone(DRONE) == []
+    assert await store.held_by(DRONE) == []
 
 
 async def test_cancel_of_a_terminal_or_unknown_task(store: TaskStore) -> None:
@@ -648,7 +665,7 @@ async def test_a_finished_task_never_moves_backwards(store: TaskStore) -> None:
     assert await store.mark_dispatched(task.task_id) is None
     assert await store.claim(task.task_id, DRONE) is None
     assert await store.release(task.task_id, DRONE) is None
-    assert await store.release_drone(DRONE) == []
+    assert await store.held_by(DRONE) == []
     with pytest.raises(TaskAlreadyFinished):
         await store.apply_status(task.task_id, DRONE, "processing")
     with pytest.raises(StatusNotReportable):

@@ -140,17 +140,6 @@ async def test_app_cannot_cancel_another_apps_task(server: Server, http: httpx.A
     assert (await http.get(f"/api/processing-tasks/{task_id}")).json()["status"] == "pending"
 
 
-async def test_disconnects_past_max_attempts_fail_the_task(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    task_id = await _create(http, task_body("DropApp", "DropDrone", max_attempts=1))
-    async with WsClient(server.drone_ws("DropDrone")) as drone:
-        await drone.wait_type("processing_task", task_id=task_id)
-    async with WsClient(server.app_ws("DropApp")) as app:
-        update = await app.wait_type("task_status_update", task_id=task_id, status="failed")
-    assert update["additional_data"]["error_code"] == "max_attempts"
-
-
 async def test_catch_up_listing_pages_through_an_apps_tasks(http: httpx.AsyncClient) -> None:
     ids = [await _create(http, task_body("PageApp", "PageDrone")) for _ in range(7)]
     await _create(http, task_body("NotPageApp", "PageDrone"))

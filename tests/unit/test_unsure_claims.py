@@ -1,6 +1,7 @@
 """A claim the store wrote but failed to answer (MongoDB killed mid-write) leaves a task
-delivered to a drone that never got it; the session hands it back once the store answers."""
+delivered to a drone that never got it; the session sends it once the store answers."""
 
+import json
 from pathlib import Path
 
 from gateway.connections import DroneSession
@@ -11,18 +12,25 @@ from shared.store.sqlite import SQLiteTaskStore
 from tests.builders import a_new_task
 
 
-class SilentSocket:
+class RecordingSocket:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
     async def send_text(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
         pass
 
 
-async def test_a_claim_stored_without_an_answer_is_handed_back(tmp_path: Path) -> None:
+async def test_a_claim_stored_without_an_answer_is_sent_to_the_drone(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     async with (
         SQLiteTaskStore(tmp_path / "db.sqlite") as store,
         InMemoryBroker(settings.queues) as broker,
     ):
-        session = DroneSession("D1", SilentSocket(), 1, broker, store, settings.queues)  # type: ignore[arg-type]
+        socket = RecordingSocket()
+        session = DroneSession("D1", socket, 1, broker, store, settings.queues)
         new = a_new_task()
         task = (await store.create_task(new)).task
         # Given a claim that was written, while the session saw it fail
@@ -30,9 +38,13 @@ async def test_a_claim_stored_without_an_answer_is_handed_back(tmp_path: Path) -
         session.unsure_claims[task.task_id] = now_iso()
         # When the store answers again
         await session.settle_unsure_claims()
-        # Then the task is queued again, for the next delivery
+        # Then the drone is sent the task it holds, at the attempt the claim counted
         after = await store.get_task(task.task_id)
-        assert after is not None and after.delivery == "queued"
+        assert after is not None and after.delivery == "delivered"
+        assert [(f["type"], f["task_id"], f["attempt"]) for f in socket.sent] == [
+            ("processing_task", task.task_id, 1)
+        ]
+        assert task.task_id in session.held
         assert session.unsure_claims == {}
 
 
@@ -42,7 +54,8 @@ async def test_a_task_delivered_after_the_failed_claim_is_left_alone(tmp_path: P
         SQLiteTaskStore(tmp_path / "db.sqlite") as store,
         InMemoryBroker(settings.queues) as broker,
     ):
-        session = DroneSession("D1", SilentSocket(), 1, broker, store, settings.queues)  # type: ignore[arg-type]
+        socket = RecordingSocket()
+        session = DroneSession("D1", socket, 1, broker, store, settings.queues)
         task = (await store.create_task(a_new_task())).task
         # Given a failed claim, and a later delivery (another session of the drone)
         session.unsure_claims[task.task_id] = "2000-01-01T00:00:00.000Z"
@@ -51,3 +64,4 @@ async def test_a_task_delivered_after_the_failed_claim_is_left_alone(tmp_path: P
         await session.settle_unsure_claims()
         after = await store.get_task(task.task_id)
         assert after is not None and after.delivery == "delivered"
+        assert socket.sent == []

@@ -279,11 +279,6 @@ class MongoTaskStore:
         reason: ErrorCode | None = None,
         attempt: int | None = None,
     ) -> TaskRecord | None:
-        return await self._release(task_id, drone_id, reason, attempt)
-
-    async def _release(
-        self, task_id: str, drone_id: str, reason: ErrorCode | None, attempt: int | None = None
-    ) -> TaskRecord | None:
         update = release_update(reason)
         held: dict[str, object] = {
             "task_id": task_id,
@@ -296,16 +291,11 @@ class MongoTaskStore:
         return await transition(self._tasks, held, update)
 
     @translated
-    async def release_drone(self, drone_id: str) -> list[TaskRecord]:
-        held = self._tasks.find(
-            {"drone_id": drone_id, "delivery": "delivered", "status": LIVE}, {"task_id": True}
-        )
-        released = []
-        async for document in held:
-            task = await self._release(document["task_id"], drone_id, None)
-            if task is not None:
-                released.append(task)
-        return released
+    async def held_by(self, drone_id: str) -> list[TaskRecord]:
+        cursor = self._tasks.find(
+            {"drone_id": drone_id, "delivery": "delivered", "status": LIVE}, TASK_PROJECTION
+        ).sort([("delivered_at", ASCENDING), ("_id", ASCENDING)])
+        return [task_record(document) async for document in cursor]
 
     @translated
     async def overdue(self, now: str, limit: int) -> list[TaskRecord]:

@@ -31,7 +31,6 @@ from shared.store.sqlite.schema import (
     INSERT_TASK_SQL,
     MARK_DISPATCHED_SQL,
     MARK_NOTIFIED_SQL,
-    RELEASE_DRONE_SQL,
     RELEASE_SQL,
     RESET_DISPATCH_SQL,
     RESULT_FIELDS,
@@ -176,13 +175,6 @@ def release(
 ) -> TaskRecord | None:
     head, tail = max_attempts_message(reason)
     return _one_task(connection.execute(RELEASE_SQL, (now, head, tail, task_id, drone_id, attempt)))
-
-
-def release_drone(connection: sqlite3.Connection, now: str, drone_id: str) -> list[TaskRecord]:
-    head, tail = max_attempts_message(None)
-    return [
-        _to_task(row) for row in connection.execute(RELEASE_DRONE_SQL, (now, head, tail, drone_id))
-    ]
 
 
 def expire(connection: sqlite3.Connection, now: str, cutoff: str, limit: int) -> list[TaskRecord]:

@@ -165,9 +165,10 @@ RELEASE_SQL: Final = (
     f"{_RELEASE_SET} WHERE task_id = ?4 AND drone_id = ?5 AND delivery = 'delivered'"
     f" AND {_LIVE} AND (?6 IS NULL OR attempts = ?6) RETURNING {_TASK_RETURNING}"
 )
-RELEASE_DRONE_SQL: Final = (
-    f"{_RELEASE_SET} WHERE drone_id = ?4 AND delivery = 'delivered' AND {_LIVE}"
-    f" RETURNING {_TASK_RETURNING}"
+# ix_tasks_drone_pending leads with drone_id: a drone holds a handful of live tasks at most.
+HELD_BY_SQL: Final = (
+    f"SELECT {TASK_COLUMNS} FROM processingTasks WHERE drone_id = ?"
+    f" AND delivery = 'delivered' AND {_LIVE} ORDER BY delivered_at, rowid"
 )
 OVERDUE_SQL: Final = (
     f"SELECT {TASK_COLUMNS} FROM processingTasks INDEXED BY ix_tasks_overdue"

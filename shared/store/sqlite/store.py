@@ -18,6 +18,7 @@ from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutc
 from shared.store.cursor import decode_cursor, encode_cursor
 from shared.store.sqlite import jobs
 from shared.store.sqlite.schema import (
+    HELD_BY_SQL,
     OVERDUE_SQL,
     PENDING_FOR_DRONE_SQL,
     ROUTED_BEFORE_SQL,
@@ -157,8 +158,8 @@ class SQLiteTaskStore:
     ) -> TaskRecord | None:
         return await self._write(jobs.release, task_id, drone_id, reason, attempt)
 
-    async def release_drone(self, drone_id: str) -> list[TaskRecord]:
-        return await self._write(jobs.release_drone, drone_id)
+    async def held_by(self, drone_id: str) -> list[TaskRecord]:
+        return await self._read(jobs.select_tasks, HELD_BY_SQL, (drone_id,))
 
     async def overdue(self, now: str, limit: int) -> list[TaskRecord]:
         if limit < 1:

@@ -1,0 +1,124 @@
+"""A drone's older session that closes passes the tasks it held on to the drone's current
+session over the control topic: one it claimed after the newer session read the store would
+otherwise wait for its in-progress timeout, and cost an attempt."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.connections import DroneSession, Registry
+from shared.broker.memory import InMemoryBroker
+from shared.broker.queues import Queues
+from shared.models import TaskRecord
+from shared.protocol import ControlMessage
+from shared.store import TaskStore
+from shared.store.sqlite import SQLiteTaskStore
+from tests.builders import a_new_task
+
+HANG_GUARD_S = 10.0
+
+
+class RecordingSocket:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+
+    async def send_text(self, data: str) -> None:
+        self.frames.append(orjson.loads(data))
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        pass
+
+
+class Gateway:
+    """A registry fed by the control topic as the gateway's app feeds it; `hints` counts the
+    control messages it has handled, so a test can wait for them."""
+
+    def __init__(self, broker: InMemoryBroker, store: TaskStore, queues: Queues) -> None:
+        self.broker, self.store, self.queues = broker, store, queues
+        self.registry = Registry(broker, store, queues, prefetch=8)
+        self.handled = asyncio.Condition()
+        self.hints = 0
+
+    async def on_control(self, body: bytes) -> None:
+        message = ControlMessage.decode(body)
+        await self.registry.on_control(message.kind, message.task_id, message.drone_id)
+        async with self.handled:
+            self.hints += 1
+            self.handled.notify_all()
+
+    async def wait_hints(self, count: int) -> None:
+        async with asyncio.timeout(HANG_GUARD_S), self.handled:
+            await self.handled.wait_for(lambda: self.hints >= count)
+
+    def session(self, socket: RecordingSocket, capacity: int) -> DroneSession:
+        return DroneSession("D1", socket, capacity, self.broker, self.store, self.queues)
+
+    async def claimed(self) -> TaskRecord:
+        task = (await self.store.create_task(a_new_task(timeout_s=60.0))).task
+        claimed = await self.store.claim(task.task_id, "D1")
+        assert claimed is not None
+        return claimed
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    queues = Queues(prefix="t")
+    async with InMemoryBroker(queues) as broker, SQLiteTaskStore(tmp_path / "db.sqlite") as store:
+        gateway = Gateway(broker, store, queues)
+        subscription = await broker.subscribe(queues.control, gateway.on_control)
+        yield gateway
+        await subscription.cancel()
+
+
+async def test_handover_a_late_claim_of_the_older_session_reaches_the_newer_one(
+    gateway: Gateway,
+) -> None:
+    # Given the drone's newer session, started with nothing held
+    old_socket, new_socket = RecordingSocket(), RecordingSocket()
+    old = gateway.session(old_socket, capacity=1)
+    new = gateway.session(new_socket, capacity=1)
+    gateway.registry.drones["D1"] = new
+    await new.start()
+    # And a task the older session claimed after that
+    late = await gateway.claimed()
+    old.held[late.task_id] = late
+
+    # When the older session closes
+    await old.close()
+    await gateway.wait_hints(1)
+
+    # Then the newer session sends the drone that delivery again, and the store is unchanged
+    assert new_socket.frames == [
+        {**new_socket.frames[0], "task_id": late.task_id, "attempt": 1, "resumed": True}
+    ]
+    assert list(new.held) == [late.task_id]
+    assert await gateway.store.get_task(late.task_id) == late
+
+
+async def test_handover_waits_for_a_free_slot_of_the_newer_session(gateway: Gateway) -> None:
+    # Given a newer session of capacity 1 that resumed the one task it found in the store
+    held = await gateway.claimed()
+    new_socket = RecordingSocket()
+    new = gateway.session(new_socket, capacity=1)
+    gateway.registry.drones["D1"] = new
+    await new.start()
+    # And an older session that closes holding another
+    old = gateway.session(RecordingSocket(), capacity=1)
+    late = await gateway.claimed()
+    old.held[late.task_id] = late
+    await old.close()
+    await gateway.wait_hints(1)
+
+    # Then the newer session does not exceed its capacity
+    assert [f["task_id"] for f in new_socket.frames] == [held.task_id]
+
+    # Until the drone finishes the task it holds
+    await new.finished(held.task_id)
+    assert [(f["task_id"], f["resumed"]) for f in new_socket.frames] == [
+        (held.task_id, True),
+        (late.task_id, True),
+    ]
