@@ -15,6 +15,7 @@ from gateway.connections import Registry
 from gateway.deps import GatewayState
 from gateway.limits import BodySizeLimit
 from gateway.routes import rest, ws
+from gateway.socket_limits import install_limits
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
 from shared.protocol import ControlMessage
@@ -83,6 +84,7 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
     app.include_router(rest.router)
     app.include_router(ws.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    install_limits(app, settings)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
