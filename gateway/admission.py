@@ -5,10 +5,8 @@ The identity is the app id the task is submitted for (the REST body's app_id, th
 socket's path id): with tokens on, authorization has already made that the token's subject."""
 
 import asyncio
-import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -66,10 +64,9 @@ class PendingGauge:
         self.cache_s = cache_s
         self._apps: dict[str, _Backlog] = {}
 
-    @contextlib.asynccontextmanager
-    async def slot(self, app_id: str) -> AsyncIterator[_Backlog]:
-        """Hold one of the app's pending slots while its task is stored; raises LimitExceeded
-        when none is free."""
+    async def reserve(self, app_id: str) -> _Backlog:
+        """Take one of the app's pending slots for a task about to be stored (give it back with
+        `backlog.reserved -= 1`); raises LimitExceeded when none is free."""
         backlog = await self._current(app_id)
         if backlog.count >= self.limit:
             raise LimitExceeded(
@@ -78,10 +75,7 @@ class PendingGauge:
                 "submit more once some have started",
             )
         backlog.reserved += 1
-        try:
-            yield backlog
-        finally:
-            backlog.reserved -= 1
+        return backlog
 
     async def _current(self, app_id: str) -> _Backlog:
         backlog = self._apps.get(app_id)
@@ -90,7 +84,7 @@ class PendingGauge:
                 self._forget_idle()
             backlog = self._apps[app_id] = _Backlog()
         if time.monotonic() - backlog.read_at < self.cache_s:
-            return backlog
+            return backlog  # the hot path: no await
         if backlog.reading is None:
             backlog.reading = asyncio.ensure_future(self._read(app_id, backlog))
         # Concurrent submissions share one read; shield it from a submitter that goes away.
@@ -122,24 +116,39 @@ class TaskAdmission:
             store, settings.max_pending_per_app, settings.pending_count_cache_s
         )
 
-    @contextlib.asynccontextmanager
-    async def admit(self, app_id: str) -> AsyncIterator["Admitted"]:
-        """Raises LimitExceeded, or yields while the task is stored; the caller then says
-        whether the store created it (an idempotent replay creates nothing)."""
-        wait_s = self.rates.take(app_id)
+    def admit(self, app_id: str) -> "Admission":
+        """`async with admission.admit(app_id) as admitted:` raises LimitExceeded, or holds a
+        pending slot while the task is stored; set `admitted.created` to what the store says
+        (an idempotent replay creates nothing)."""
+        return Admission(self, app_id)
+
+
+class Admission:
+    """A class rather than an asynccontextmanager: it runs once per submission, and a
+    generator-based one costs several times as much."""
+
+    __slots__ = ("_backlog", "admission", "app_id", "created")
+
+    def __init__(self, admission: TaskAdmission, app_id: str) -> None:
+        self.admission = admission
+        self.app_id = app_id
+        self.created = False
+        self._backlog: _Backlog | None = None
+
+    async def __aenter__(self) -> "Admission":
+        wait_s = self.admission.rates.take(self.app_id)
         if wait_s:
             raise LimitExceeded(
                 RATE_LIMITED,
-                f"application {app_id!r} submits tasks faster than its limit; retry later",
+                f"application {self.app_id!r} submits tasks faster than its limit; retry later",
                 retry_after_s=round(wait_s, 3),
             )
-        async with self.backlog.slot(app_id) as backlog:
-            admitted = Admitted()
-            yield admitted
-            if admitted.created:
-                backlog.created_since += 1
+        self._backlog = await self.admission.backlog.reserve(self.app_id)
+        return self
 
-
-@dataclass
-class Admitted:
-    created: bool = False
+    async def __aexit__(self, *exc_info: object) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        backlog.reserved -= 1
+        if self.created:
+            backlog.created_since += 1
