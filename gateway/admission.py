@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.rates import KeyedBuckets
+from shared.protocol import ERR_RATE_LIMITED, ERR_TOO_MANY_PENDING
 from shared.settings import Settings
 from shared.store import TaskStore
 
 APPS_KEPT: Final = 10_000
-RATE_LIMITED: Final = "rate_limited"
-TOO_MANY_PENDING: Final = "too_many_pending"
 
 
 class LimitExceeded(Exception):
@@ -70,7 +69,7 @@ class PendingGauge:
         backlog = await self._current(app_id)
         if backlog.count >= self.limit:
             raise LimitExceeded(
-                TOO_MANY_PENDING,
+                ERR_TOO_MANY_PENDING,
                 f"application {app_id!r} has {self.limit} or more tasks pending; "
                 "submit more once some have started",
             )
@@ -139,9 +138,9 @@ class Admission:
         wait_s = self.admission.rates.take(self.app_id)
         if wait_s:
             raise LimitExceeded(
-                RATE_LIMITED,
+                ERR_RATE_LIMITED,
                 f"application {self.app_id!r} submits tasks faster than its limit; retry later",
-                retry_after_s=round(wait_s, 3),
+                retry_after_s=max(0.001, round(wait_s, 3)),
             )
         self._backlog = await self.admission.backlog.reserve(self.app_id)
         return self

@@ -10,9 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.admission import RATE_LIMITED, LimitExceeded
+from gateway.admission import LimitExceeded
 from gateway.rates import FrameRate
-from shared.protocol import CLOSE_POLICY_VIOLATION, error_frame
+from shared.protocol import CLOSE_POLICY_VIOLATION, ERR_RATE_LIMITED, error_frame
 from shared.settings import Settings
 
 SOCKET_PATHS: Final = ("/ws/application/", "/ws/drone/")
@@ -90,9 +90,9 @@ class _FrameLimited:
                 )
                 return
             frame = error_frame(
-                RATE_LIMITED,
+                ERR_RATE_LIMITED,
                 f"more than {self.rate.limit:g} frames/s: this frame was not handled",
-                retry_after=round(wait_s, 3),
+                retry_after=max(0.001, round(wait_s, 3)),
             )
             await self.send({"type": "websocket.send", "text": frame.decode()})
 

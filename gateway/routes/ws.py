@@ -1,5 +1,6 @@
 """The application and drone WebSockets. A bad frame gets an `error` frame and the socket stays
-open; only an invalid id in the path (1008) or an oversized frame (1009) closes it."""
+open; only an invalid id in the path (1008) or an oversized frame (1009) closes it, and, in
+gateway.socket_limits, a socket over its limits (1008)."""
 
 import asyncio
 import contextlib
