@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 from dispatcher.service import Dispatcher
 from gateway.app import create_app
 from gateway.handshake import WebSocketProtocol
+from gateway.http_protocol import ConnectionLimits, limited_http_protocol
 from result_writer.service import ResultWriter
 from shared.broker import Broker
 from shared.errors import TRANSIENT_ERRORS
@@ -39,6 +40,7 @@ def _uvicorn_server(settings: Settings, broker: Broker, store: TaskStore) -> _Se
         create_app(settings, broker, store),
         host=settings.host,
         port=settings.port,
+        http=limited_http_protocol(ConnectionLimits.of(settings)),
         ws=WebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         log_level=settings.log_level,

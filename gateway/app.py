@@ -18,6 +18,7 @@ from gateway.deps import GatewayState
 from gateway.limits import BodySizeLimit
 from gateway.readiness import GatewayHealth, unavailable_response
 from gateway.routes import rest, ws
+from gateway.socket_limits import install_limits
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
 from shared.health import observed_adapters
@@ -92,6 +93,7 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(readiness.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    install_limits(app, settings)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

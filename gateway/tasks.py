@@ -3,6 +3,7 @@
 import asyncio
 import logging
 
+from gateway.admission import TaskAdmission
 from shared.announce import enqueue, notify_status
 from shared.broker import Broker
 from shared.broker.queues import Queues
@@ -27,8 +28,10 @@ class TaskService:
         self.store = store
         self.broker_health = broker_health
         self.queues: Queues = settings.queues
+        self.admission = TaskAdmission(settings, store)
 
     async def submit(self, app_id: str, request: TaskRequest) -> CreateOutcome:
+        """Raises LimitExceeded when the app is over its rate or pending limit."""
         # Every field comes from a request validated at the edge.
         new = construct_trusted(
             NewTask,
@@ -45,7 +48,9 @@ class TaskService:
                 "idempotency_key": request.idempotency_key,
             },
         )
-        outcome = await self.store.create_task(new)
+        async with self.admission.admit(app_id) as admitted:
+            outcome = await self.store.create_task(new)
+            admitted.created = outcome.created
         if outcome.created:
             TASKS_SUBMITTED.inc()
             await self._enqueue(outcome.task)

@@ -58,6 +58,8 @@ ERR_ID_MISMATCH: Final = "id_mismatch"
 ERR_INVALID_STATUS: Final = "invalid_status"
 ERR_ALREADY_FINISHED: Final = "task_already_finished"
 ERR_UNAVAILABLE: Final = "unavailable"
+ERR_RATE_LIMITED: Final = "rate_limited"
+ERR_TOO_MANY_PENDING: Final = "too_many_pending"
 
 # WebSocket close codes (RFC 6455 §7.4.1)
 CLOSE_POLICY_VIOLATION: Final = 1008

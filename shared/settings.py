@@ -40,6 +40,36 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(default=1024 * 1024, gt=0)
     max_drone_capacity: int = Field(default=32, ge=1)
 
+    # Limits (issue 8). The defaults sit well above what bench/loadgen.py needs: one app there
+    # submits up to ~5,000 tasks/s over one socket, with at most a few hundred tasks waiting.
+    task_rate_per_s: float = Field(
+        default=10_000.0, gt=0, description="task submissions per app and s, per gateway process"
+    )
+    task_burst: int = Field(default=10_000, ge=1, description="submissions an app may make at once")
+    max_pending_per_app: int = Field(
+        default=10_000, ge=1, description="an app's tasks in status pending, over all gateways"
+    )
+    pending_count_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="how long a gateway reuses an app's pending count read from the store",
+    )
+    max_connections_per_identity: int = Field(
+        default=8, ge=1, description="live WebSockets per app or drone id, per gateway process"
+    )
+    ws_max_frames_per_s: float = Field(
+        default=10_000.0, gt=0, description="frames a WebSocket may send per s (and at once)"
+    )
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=20.0, gt=0)
+    max_url_bytes: int = Field(default=8192, ge=64, description="longer request targets: 414")
+    max_header_bytes: int = Field(default=65536, ge=1024, description="larger heads: 431")
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="per gateway process; unset: the open-file limit less a reserve",
+    )
+
     default_timeout_s: float = Field(default=3600.0, gt=0)
     default_max_attempts: int = Field(default=3, ge=1)
     notification_ttl_s: float = Field(default=24 * 3600.0, gt=0)

@@ -1,5 +1,6 @@
 """The application and drone WebSockets. A bad frame gets an `error` frame and the socket stays
-open; only an invalid id in the path (1008) or an oversized frame (1009) closes it."""
+open; only an invalid id in the path (1008) or an oversized frame (1009) closes it, and, in
+gateway.socket_limits, a socket over its limits (1008)."""
 
 import asyncio
 import contextlib
@@ -11,6 +12,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, JsonValue, ValidationError
 
+from gateway.admission import LimitExceeded
 from gateway.deps import GatewayState, WsStateDep
 from gateway.drones import DroneIdMismatch, InvalidTimestamp
 from shared.clock import now_iso
@@ -245,8 +247,11 @@ async def _submit(state: GatewayState, app_id: str, frame: dict[str, Any]) -> st
     request = _validate(TaskRequest, frame.get("data"), PROCESSING_TASK)
     if request.app_id is not None and request.app_id != app_id:
         raise FrameError(ERR_ID_MISMATCH, "data.app_id must match the application id of the path")
-    outcome = await state.tasks.submit(app_id, request)
     request_id = frame.get("request_id")
+    try:
+        outcome = await state.tasks.submit(app_id, request)
+    except LimitExceeded as exc:
+        raise _limit_frame(exc, request_id) from None
     if request_id is None:
         return None  # spec clients expect the next frame to be their result
     return encode(
@@ -257,6 +262,15 @@ async def _submit(state: GatewayState, app_id: str, frame: dict[str, Any]) -> st
             "created": outcome.created,
         }
     ).decode()
+
+
+def _limit_frame(exc: LimitExceeded, request_id: JsonValue) -> FrameError:
+    extra: dict[str, JsonValue] = {"message_type": PROCESSING_TASK}
+    if exc.retry_after_s is not None:
+        extra["retry_after"] = exc.retry_after_s
+    if request_id is not None:
+        extra["request_id"] = request_id
+    return FrameError(exc.code, exc.message, **extra)
 
 
 async def _cancel(state: GatewayState, app_id: str, frame: dict[str, Any]) -> str | None:

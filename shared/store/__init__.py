@@ -92,6 +92,11 @@ class TaskStore(Protocol):
         previous page. Raises ValueError for a cursor this store did not issue."""
         ...
 
+    async def count_pending(self, app_id: str, at_most: int) -> int:
+        """How many of the app's tasks are in status `pending`, counting no further than
+        `at_most`: an index range scan whose cost that bound caps, whatever the backlog."""
+        ...
+
     async def get_result(self, task_id: str) -> ResultRecord | None: ...
 
     async def results_for_drone(self, drone_id: str, limit: int) -> list[ResultRecord]:

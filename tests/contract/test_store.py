@@ -140,6 +140,24 @@ async def test_pending_for_drone_breaks_priority_ties_by_creation_order(store: T
     assert [task.task_id for task in pending] == [task.task_id for task in created]
 
 
+async def test_count_pending_counts_the_apps_pending_tasks_up_to_a_bound(
+    store: TaskStore,
+) -> None:
+    waiting = [await create(store, drone_id=f"Drone00{i}") for i in range(4)]
+    await create(store, app_id="App002")
+    started = await claimed(store)
+    await store.apply_status(started.task_id, DRONE, "processing")
+    await store.cancel((await create(store)).task_id)
+    await store.save_result(result_for((await create(store)).task_id))
+
+    assert await store.count_pending(APP, 100) == len(waiting)
+    assert await store.count_pending(APP, 3) == 3
+    assert await store.count_pending("App002", 100) == 1
+    assert await store.count_pending("App404", 100) == 0
+    await store.cancel(waiting[0].task_id)
+    assert await store.count_pending(APP, 100) == len(waiting) - 1
+
+
 async def test_list_tasks_pages_through_every_task_once_in_order(store: TaskStore) -> None:
     created = []
     for index in range(23):

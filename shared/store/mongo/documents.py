@@ -54,6 +54,12 @@ TASK_INDEXES: Final = [
         ],
         name="ix_drone_pending",
     ),
+    # count_pending: only the tasks still waiting, so it stays small and cheap to maintain.
+    IndexModel(
+        [("app_id", ASCENDING)],
+        name="ix_app_pending",
+        partialFilterExpression={"status": "pending"},
+    ),
     IndexModel(
         [("app_id", ASCENDING), ("idempotency_key", ASCENDING)],
         name="ux_idempotency",

@@ -197,6 +197,13 @@ class MongoTaskStore:
         return TaskPage(tasks, encode_cursor(tasks[-1].updated_at, tasks[-1].task_id))
 
     @translated
+    async def count_pending(self, app_id: str, at_most: int) -> int:
+        if at_most < 1:  # limit=0 means "no limit" to MongoDB
+            return 0
+        query = {"app_id": app_id, "status": "pending"}
+        return await self._tasks.count_documents(query, limit=at_most, hint="ix_app_pending")
+
+    @translated
     async def get_result(self, task_id: str) -> ResultRecord | None:
         return await read_result(self._tasks, self._results, task_id)
 

@@ -133,6 +133,11 @@ def select_tasks(
     return [_to_task(row) for row in connection.execute(sql, params)]
 
 
+def count(connection: sqlite3.Connection, now: str, sql: str, params: tuple[object, ...]) -> int:
+    found: int = connection.execute(sql, params).fetchone()[0]
+    return found
+
+
 def get_result(connection: sqlite3.Connection, now: str, task_id: str) -> ResultRecord | None:
     row = connection.execute(SELECT_RESULT_SQL, (task_id,)).fetchone()
     return None if row is None else _to_result(row)

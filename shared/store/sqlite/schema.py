@@ -80,6 +80,9 @@ SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS ix_tasks_app ON processingTasks (app_id, updated_at, task_id)",
     "CREATE INDEX IF NOT EXISTS ix_tasks_status ON processingTasks (status, updated_at, task_id)",
     "CREATE INDEX IF NOT EXISTS ix_tasks_created ON processingTasks (created_at)",
+    # count_pending: only the tasks still waiting, so it stays small and cheap to maintain.
+    "CREATE INDEX IF NOT EXISTS ix_tasks_app_pending ON processingTasks (app_id)"
+    " WHERE status = 'pending'",
     "CREATE INDEX IF NOT EXISTS ix_tasks_drone_pending"
     " ON processingTasks (drone_id, status, priority DESC, created_at)",
     "CREATE UNIQUE INDEX IF NOT EXISTS ux_tasks_idempotency"
@@ -115,6 +118,10 @@ SELECT_BY_IDEMPOTENCY_KEY_SQL: Final = (
 PENDING_FOR_DRONE_SQL: Final = (
     f"SELECT {TASK_COLUMNS} FROM processingTasks WHERE drone_id = ? AND status = 'pending'"
     " ORDER BY priority DESC, created_at, rowid LIMIT ?"
+)
+COUNT_PENDING_SQL: Final = (
+    "SELECT count(*) FROM (SELECT 1 FROM processingTasks INDEXED BY ix_tasks_app_pending"
+    " WHERE app_id = ? AND status = 'pending' LIMIT ?)"
 )
 SELECT_RESULT_SQL: Final = f"SELECT {_RESULT_COLUMNS} FROM processingResults WHERE task_id = ?"
 RESULTS_FOR_DRONE_SQL: Final = (

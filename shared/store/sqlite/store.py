@@ -18,6 +18,7 @@ from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutc
 from shared.store.cursor import decode_cursor, encode_cursor
 from shared.store.sqlite import jobs
 from shared.store.sqlite.schema import (
+    COUNT_PENDING_SQL,
     HELD_BY_SQL,
     OVERDUE_SQL,
     PENDING_FOR_DRONE_SQL,
@@ -119,6 +120,11 @@ class SQLiteTaskStore:
             return TaskPage(tasks, None)
         del tasks[limit:]
         return TaskPage(tasks, encode_cursor(tasks[-1].updated_at, tasks[-1].task_id))
+
+    async def count_pending(self, app_id: str, at_most: int) -> int:
+        if at_most < 1:
+            return 0
+        return await self._read(jobs.count, COUNT_PENDING_SQL, (app_id, at_most))
 
     async def get_result(self, task_id: str) -> ResultRecord | None:
         return await self._read(jobs.get_result, task_id)
