@@ -14,7 +14,7 @@ import pytest
 
 from shared.broker.queues import Queues
 from tests.mongod import running_mongod
-from tests.processes import Cluster, ServiceProcess, cluster_env
+from tests.processes import Cluster, cluster_env
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -143,19 +143,7 @@ async def cluster_factory(rabbitmq_url: str, tmp_path: Path) -> AsyncIterator[ob
         gateways: int = 2, dispatchers: int = 1, writers: int = 1, **extra: str
     ) -> Cluster:
         env = cluster_env(rabbitmq_url, tmp_path, **extra)
-        logs = tmp_path / "logs"
-        logs.mkdir(exist_ok=True)
-        cluster = Cluster(
-            gateways=[ServiceProcess("gateway", env, logs, f"gateway{i}") for i in range(gateways)],
-            dispatchers=[
-                ServiceProcess("dispatcher", env, logs, f"dispatcher{i}")
-                for i in range(dispatchers)
-            ],
-            writers=[
-                ServiceProcess("result-writer", env, logs, f"writer{i}") for i in range(writers)
-            ],
-            env=env,
-        )
+        cluster = Cluster.of(env, tmp_path / "logs", gateways, dispatchers, writers)
         clusters.append(cluster)
         await cluster.start()
         return cluster

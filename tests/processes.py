@@ -119,6 +119,29 @@ class Cluster:
             finally:
                 service.ensure_dead()
 
+    @classmethod
+    def of(
+        cls,
+        env: dict[str, str],
+        logs: Path,
+        gateways: int = 1,
+        dispatchers: int = 1,
+        writers: int = 1,
+    ) -> "Cluster":
+        """Not started yet. Each service logs to `logs`/<kind><n>.<start>.log."""
+        logs.mkdir(exist_ok=True)
+        return cls(
+            gateways=[ServiceProcess("gateway", env, logs, f"gateway{i}") for i in range(gateways)],
+            dispatchers=[
+                ServiceProcess("dispatcher", env, logs, f"dispatcher{i}")
+                for i in range(dispatchers)
+            ],
+            writers=[
+                ServiceProcess("result-writer", env, logs, f"writer{i}") for i in range(writers)
+            ],
+            env=env,
+        )
+
 
 def cluster_env(rabbitmq_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     return {

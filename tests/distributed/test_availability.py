@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import skip_or_fail
 from tests.e2e.clients import WsClient, result_message, task_body
 from tests.mongod import MongodServer, mongod_server
-from tests.processes import Cluster, ServiceProcess, cluster_env
+from tests.processes import Cluster, cluster_env
 from tests.rabbitmq_node import RabbitMQNode, available, private_rabbitmq
 from tests.sim import SimDrone
 from tests.steady_load import (
@@ -59,14 +59,7 @@ async def outage_cluster(
 
     async def make(**extra: str) -> Cluster:
         env = cluster_env(rabbitmq_node.url, tmp_path, DRONEFLOW_LOG_LEVEL="info", **extra)
-        logs = tmp_path / "logs"
-        logs.mkdir(exist_ok=True)
-        cluster = Cluster(
-            gateways=[ServiceProcess("gateway", env, logs, "gateway")],
-            dispatchers=[ServiceProcess("dispatcher", env, logs, "dispatcher")],
-            writers=[ServiceProcess("result-writer", env, logs, "writer")],
-            env=env,
-        )
+        cluster = Cluster.of(env, tmp_path / "logs")
         clusters.append(cluster)
         await cluster.start()
         return cluster

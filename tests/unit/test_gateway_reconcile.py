@@ -3,28 +3,13 @@ should have told it (timeout, cancel) was lost, e.g. sent while the broker resta
 
 import asyncio
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from gateway.connections import DroneSession, Registry
 from shared.broker.memory import InMemoryBroker
 from shared.broker.queues import Queues
 from shared.store.sqlite import SQLiteTaskStore
 from tests.builders import a_new_task
-
-
-class RecordingSocket:
-    """Stands in for Starlette's WebSocket: the registry only sends text to it, and closes it."""
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-
-    async def send_text(self, data: str) -> None:
-        self.frames.append(orjson.loads(data))
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        pass
+from tests.sockets import RecordingSocket
 
 
 async def test_reconcile_drops_a_held_task_the_store_released_without_telling_us(

@@ -5,9 +5,7 @@ otherwise wait for its in-progress timeout, and cost an attempt."""
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from gateway.connections import DroneSession, Registry
@@ -18,19 +16,9 @@ from shared.protocol import ControlMessage
 from shared.store import TaskStore
 from shared.store.sqlite import SQLiteTaskStore
 from tests.builders import a_new_task
+from tests.sockets import RecordingSocket
 
 HANG_GUARD_S = 10.0
-
-
-class RecordingSocket:
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-
-    async def send_text(self, data: str) -> None:
-        self.frames.append(orjson.loads(data))
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        pass
 
 
 class Gateway:

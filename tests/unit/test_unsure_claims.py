@@ -1,7 +1,6 @@
 """A claim the store wrote but failed to answer (MongoDB killed mid-write) leaves a task
 delivered to a drone that never got it; the session sends it once the store answers."""
 
-import json
 from pathlib import Path
 
 from gateway.connections import DroneSession
@@ -10,17 +9,7 @@ from shared.clock import now_iso
 from shared.settings import Settings
 from shared.store.sqlite import SQLiteTaskStore
 from tests.builders import a_new_task
-
-
-class RecordingSocket:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, object]] = []
-
-    async def send_text(self, text: str) -> None:
-        self.sent.append(json.loads(text))
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        pass
+from tests.sockets import RecordingSocket
 
 
 async def test_a_claim_stored_without_an_answer_is_sent_to_the_drone(tmp_path: Path) -> None:
@@ -41,7 +30,7 @@ async def test_a_claim_stored_without_an_answer_is_sent_to_the_drone(tmp_path: P
         # Then the drone is sent the task it holds, at the attempt the claim counted
         after = await store.get_task(task.task_id)
         assert after is not None and after.delivery == "delivered"
-        assert [(f["type"], f["task_id"], f["attempt"]) for f in socket.sent] == [
+        assert [(f["type"], f["task_id"], f["attempt"]) for f in socket.frames] == [
             ("processing_task", task.task_id, 1)
         ]
         assert task.task_id in session.held
@@ -64,4 +53,4 @@ async def test_a_task_delivered_after_the_failed_claim_is_left_alone(tmp_path: P
         await session.settle_unsure_claims()
         after = await store.get_task(task.task_id)
         assert after is not None and after.delivery == "delivered"
-        assert socket.sent == []
+        assert socket.frames == []

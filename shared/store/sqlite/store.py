@@ -200,24 +200,28 @@ class SQLiteTaskStore:
         return await self._read(jobs.unnotified, limit)
 
     # --- the worker -----------------------------------------------------------------------
-    # Two methods rather than a flag: a batch with any write takes the write lock (BEGIN
-    # IMMEDIATE), one of reads only does not.
+    # Two methods rather than a flag at every call: a batch with any write takes the write lock
+    # (BEGIN IMMEDIATE), one of reads only does not.
     def _read(
         self, op: Callable[[sqlite3.Connection, str, *Ts], T], *args: *Ts
     ) -> asyncio.Future[T]:
-        loop = self._loop
-        if loop is None:
-            raise StoreUnavailable(f"SQLite store {self.path} is not open")
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((op, args, future, False))
-        return future
+        return self._enqueue(op, args, writes=False)
 
     def _write(
         self, op: Callable[[sqlite3.Connection, str, *Ts], T], *args: *Ts
     ) -> asyncio.Future[T]:
+        return self._enqueue(op, args, writes=True)
+
+    def _enqueue(
+        self,
+        op: Callable[[sqlite3.Connection, str, *Ts], T],
+        args: tuple[*Ts],
+        *,
+        writes: bool,
+    ) -> asyncio.Future[T]:
         loop = self._loop
         if loop is None:
             raise StoreUnavailable(f"SQLite store {self.path} is not open")
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((op, args, future, True))
+        self._jobs.put((op, args, future, writes))
         return future
