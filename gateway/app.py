@@ -1,5 +1,6 @@
-"""create_app(settings, broker, store): the gateway as an ASGI app. Adapters come from the
-caller, already entered, so the same app serves embedded and distributed deployments."""
+"""create_app(settings, broker, store, keys): the gateway as an ASGI app. Adapters come from the
+caller, already entered, so the same app serves embedded and distributed deployments. `keys`
+verify tokens; without them (None) tokens are off and every client is trusted."""
 
 import asyncio
 import logging
@@ -8,18 +9,22 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.auth import Forbidden, may_read_metrics
 from gateway.connections import Registry
-from gateway.deps import GatewayState
+from gateway.deps import GatewayState, IdentityDep
 from gateway.limits import BodySizeLimit
+from gateway.origins import OriginCheck, parse_origins
 from gateway.routes import rest, ws
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
 from shared.protocol import ControlMessage
 from shared.settings import Settings
 from shared.store import TaskStore
+from shared.tokens import TokenKeys
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +65,11 @@ async def _stop_control(control: "asyncio.Task[Subscription]") -> None:
         await asyncio.gather(control, return_exceptions=True)
 
 
-def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
+def create_app(
+    settings: Settings, broker: Broker, store: TaskStore, keys: TokenKeys | None = None
+) -> FastAPI:
     registry = Registry(broker, store, settings.queues, prefetch=64)
-    state = GatewayState(settings, broker, store, registry)
+    state = GatewayState(settings, broker, store, registry, keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,11 +77,15 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
         # Subscribed before the first request as a rule; in the background only while it fails.
         await asyncio.wait({control}, timeout=CONTROL_SUBSCRIBE_WAIT_S)
         reconciler = asyncio.create_task(_reconcile_forever(registry, settings.sweep_interval_s))
+        background = [reconciler]
+        if state.auth.enabled:
+            background.append(asyncio.create_task(state.auth.watch_revocations()))
         try:
             yield
         finally:
-            reconciler.cancel()
-            await asyncio.gather(reconciler, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await _stop_control(control)
             await registry.notified.flush()
 
@@ -83,14 +94,28 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
     app.include_router(rest.router)
     app.include_router(ws.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    allowed_origins = parse_origins(settings.allowed_origins)
+    app.add_middleware(OriginCheck, allowed=allowed_origins)
+    if allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(allowed_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
+    async def metrics(identity: IdentityDep) -> PlainTextResponse:
+        may_read_metrics(identity)
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
 
     @app.exception_handler(DroneflowError)
     async def unavailable(request: Request, exc: DroneflowError) -> JSONResponse:

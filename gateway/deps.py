@@ -2,14 +2,17 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Request, WebSocket
+from fastapi import Depends, HTTPException, Request, WebSocket
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.auth import Authenticator
 from gateway.connections import Registry
 from gateway.drones import DroneService
 from gateway.tasks import TaskService
 from shared.broker import Broker
 from shared.settings import Settings
 from shared.store import TaskStore
+from shared.tokens import Identity, InvalidToken, TokenKeys
 
 
 def _state(connection: Request | WebSocket) -> "GatewayState":
@@ -19,9 +22,15 @@ def _state(connection: Request | WebSocket) -> "GatewayState":
 
 class GatewayState:
     def __init__(
-        self, settings: Settings, broker: Broker, store: TaskStore, registry: Registry
+        self,
+        settings: Settings,
+        broker: Broker,
+        store: TaskStore,
+        registry: Registry,
+        keys: TokenKeys | None = None,
     ) -> None:
         self.settings = settings
+        self.auth = Authenticator(keys, store)
         self.broker = broker
         self.store = store
         self.registry = registry
@@ -44,3 +53,28 @@ def get_ws_state(websocket: WebSocket) -> GatewayState:
 StoreDep = Annotated[TaskStore, Depends(get_store)]
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
 WsStateDep = Annotated[GatewayState, Depends(get_ws_state)]
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="`droneflow token create …`; required unless the server runs with tokens off",
+)
+
+
+async def get_identity(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity | None:
+    """The caller's identity; None with tokens off. 401 with `WWW-Authenticate: Bearer` when
+    the token is missing, malformed, expired, not yet valid, revoked or badly signed."""
+    auth = _state(request).auth
+    if not auth.enabled:
+        return None
+    try:
+        return await auth.identify(None if credentials is None else credentials.credentials)
+    except InvalidToken as exc:
+        challenge = "Bearer" if credentials is None else 'Bearer error="invalid_token"'
+        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": challenge}) from None
+
+
+IdentityDep = Annotated[Identity | None, Depends(get_identity)]
