@@ -82,15 +82,19 @@ async def build_world(base_url: str, ws_url: str, keys: TokenKeys) -> World:
             task_id = world.tasks[name]
             await drone.wait_type("processing_task", task_id=task_id)
             await drone.send(result_message(task_id, "DroneA1"))
-        async with asyncio.timeout(10):
-            for name in ("a_done", "b_done"):
-                while (
-                    await world.request("admin", "GET", _result(world, name))
-                ).status_code != 200:
-                    await asyncio.sleep(0.05)
+        for name in ("a_done", "b_done"):
+            await _until_ok(world, _result(world, name))
     world.tasks["a_pending"] = await world.create("appA", "AppA", "DroneA1")
     world.tasks["b_pending"] = await world.create("appB", "AppB", "DroneA1")
     return world
+
+
+async def _until_ok(world: World, path: str) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            if (await world.request("admin", "GET", path)).status_code == 200:
+                return
+            await asyncio.sleep(0.05)
 
 
 def _result(world: World, name: str) -> str:
