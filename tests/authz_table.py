@@ -30,7 +30,10 @@ IDENTITIES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
     "appB": ("app", "AppB", None),
     "droneA": ("drone", "DroneA1", None),
     "droneB": ("drone", "DroneB1", None),
+    # One drone id per socket case: a reconnect that quickly takes over is not what is tested.
     "droneW": ("drone", "DroneW1", None),
+    "droneV": ("drone", "DroneV1", None),
+    "droneR": ("drone", "DroneR1", None),
     "admin": ("admin", "ops", None),
 }
 NONE = "none"
@@ -211,10 +214,10 @@ def submit_over_socket(drone_id: str) -> Action:
 
 
 async def report_on_others_task(world: World, who: str) -> str:
-    """DroneW1 reports a result for a task of DroneA1 it never received."""
-    url = f"{world.ws_url}/ws/drone/DroneW1?token={world.tokens[who]}"
+    """DroneR1 reports a result for a task of DroneA1 it never received."""
+    url = f"{world.ws_url}/ws/drone/DroneR1?token={world.tokens[who]}"
     async with WsClient(url) as drone:
-        await drone.send(result_message(world.tasks["a_pending"], "DroneW1"))
+        await drone.send(result_message(world.tasks["a_pending"], "DroneR1"))
         frame = await drone.wait_type("error")
     return f"error {frame['code']}"
 
@@ -346,11 +349,11 @@ def _rows() -> list[Case]:
                 NONE: "closed 1008",
             },
         ),
-        ("/ws/drone/DroneW1 ?token=", socket("/ws/drone/DroneW1", "query"), {"droneW": "welcome"}),
+        ("/ws/drone/DroneV1 ?token=", socket("/ws/drone/DroneV1", "query"), {"droneV": "welcome"}),
         (
             "report a result on a task not held",
             report_on_others_task,
-            {"droneW": "error not_your_task"},
+            {"droneR": "error not_your_task"},
         ),
         (
             "/metrics",

@@ -162,6 +162,10 @@ async def _droneflow(env: dict[str, str], *argv: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+def _read_logs(directory: Path, name: str) -> str:
+    return "".join(path.read_text() for path in directory.glob(f"{name}.*.log"))
+
+
 def cli_env(server: Server, private_key_file: Path) -> dict[str, str]:
     return {
         "DRONEFLOW_DATA_DIR": str(server.settings.data_dir),
@@ -357,7 +361,7 @@ async def test_no_token_reaches_the_log_even_at_debug_level(
     ]
     assert listing.status_code == 200
 
-    log = "".join(p.read_text() for p in tmp_path.glob("serve-debug.*.log"))
+    log = _read_logs(tmp_path, "serve-debug")
     # The lines are there (uvicorn's and websockets'), with the token taken out
     assert '"WebSocket /ws/application/AppL?token=[redacted]" [accepted]' in log
     assert '"WebSocket /ws/application/AppL?token=[redacted]" 403' in log

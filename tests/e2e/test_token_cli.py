@@ -53,7 +53,11 @@ def test_create_prints_the_token_alone_and_records_it_then_revoke_and_list(
     token = created.stdout.strip()
     assert created.stdout == token + "\n"  # nothing else on stdout
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert (claims["sub"], claims["role"], claims["drones"]) == ("App001", "app", ["Drone0*", "Scout-?"])
+    assert (claims["sub"], claims["role"], claims["drones"]) == (
+        "App001",
+        "app",
+        ["Drone0*", "Scout-?"],
+    )
     assert claims["exp"] - claims["iat"] == 7200
     drone_jti = jwt.decode(drone.stdout.strip(), options={"verify_signature": False})["jti"]
 
@@ -132,7 +136,7 @@ async def test_serve_on_loopback_stays_open_and_says_so_once(
 async def test_serve_on_every_address_turns_tokens_on_with_a_key_pair_it_keeps(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**env, "DRONEFLOW_HOST": "0.0.0.0"}  # noqa: S104 - the point of the test
+    env = {**env, "DRONEFLOW_HOST": "0.0.0.0"}
     key_file = Path(env["DRONEFLOW_DATA_DIR"]) / "token-signing-key.pem"
     service = ServiceProcess("serve", env, tmp_path, "public")
     await service.start()
@@ -163,7 +167,7 @@ async def test_serve_on_every_address_turns_tokens_on_with_a_key_pair_it_keeps(
 async def test_disabled_on_every_address_warns_at_every_start(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**env, "DRONEFLOW_HOST": "0.0.0.0", "DRONEFLOW_AUTH": "disabled"}  # noqa: S104
+    env = {**env, "DRONEFLOW_HOST": "0.0.0.0", "DRONEFLOW_AUTH": "disabled"}
     service = ServiceProcess("serve", env, tmp_path, "disabled")
     for _ in range(2):
         await service.start()
