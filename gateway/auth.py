@@ -123,15 +123,14 @@ class LiveSockets:
 
     def __init__(self) -> None:
         self._by_jti: dict[str, set[WebSocket]] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # referenced until done
 
     def watch(self, identity: Identity, websocket: WebSocket) -> Callable[[], None]:
         """Start watching; returns the function that stops it (call it when the socket ends)."""
         sockets = self._by_jti.setdefault(identity.jti, set())
         sockets.add(websocket)
         delay = max(0.0, identity.expires_at - time.time())
-        expiry = asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(_close(websocket, "token expired"))
-        )
+        expiry = asyncio.get_running_loop().call_later(delay, self._expire, websocket)
 
         def unwatch() -> None:
             expiry.cancel()
@@ -140,6 +139,11 @@ class LiveSockets:
                 del self._by_jti[identity.jti]
 
         return unwatch
+
+    def _expire(self, websocket: WebSocket) -> None:
+        closing = asyncio.create_task(_close(websocket, "token expired"))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def close_token(self, jti: str, reason: str) -> int:
         sockets = list(self._by_jti.get(jti, ()))
