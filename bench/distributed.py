@@ -169,6 +169,7 @@ def start(service: Service, env: dict[str, str]) -> None:
     argv = [*_server_command(), service.command]
     if service.command == "gateway":
         argv += ["--host", "127.0.0.1", "--port", str(service.port)]
+        env = {"DRONEFLOW_AUTH": "disabled", **env}  # gateways default to tokens
     else:
         env = {**env, "DRONEFLOW_METRICS_PORT": str(service.port)}
     with service.log_path.open("wb") as log:

@@ -28,6 +28,7 @@ class FleetSpec:
     inflight: int
     priority: int | None
     seed: int
+    tokens: dict[str, str] = field(default_factory=dict)  # client id → token (--auth)
 
 
 @dataclass
@@ -68,7 +69,7 @@ class PhaseResult:
         self.last_receive = max(self.last_receive, other.last_receive)
 
 
-async def open_socket(url: str) -> ClientConnection:
+async def open_socket(url: str, token: str | None = None) -> ClientConnection:
     # No per-message deflate (CPU on both sides), no keepalive pings: a stalled server shows up
     # as latency and a stall report, not as a closed socket.
     ws = await connect(
@@ -79,6 +80,7 @@ async def open_socket(url: str) -> ClientConnection:
         ping_interval=None,
         proxy=None,
         open_timeout=30,
+        additional_headers={"Authorization": f"Bearer {token}"} if token else None,
     )
     welcome = orjson.loads(await ws.recv(decode=False))
     if welcome.get("type") != "connection_established":
@@ -234,13 +236,18 @@ class Fleet:
         drone_query = f"?capacity={spec.capacity}"
         drone_ws = await asyncio.gather(
             *(
-                open_socket(f"{self._ws_url(d, 'drone')}/ws/drone/{d}{drone_query}")
+                open_socket(
+                    f"{self._ws_url(d, 'drone')}/ws/drone/{d}{drone_query}", spec.tokens.get(d)
+                )
                 for d in spec.drone_ids
             )
         )
         self.drones = [Drone(ws, d) for ws, d in zip(drone_ws, spec.drone_ids, strict=True)]
         app_ws = await asyncio.gather(
-            *(open_socket(f"{self._ws_url(a, 'app')}/ws/application/{a}") for a in spec.app_ids)
+            *(
+                open_socket(f"{self._ws_url(a, 'app')}/ws/application/{a}", spec.tokens.get(a))
+                for a in spec.app_ids
+            )
         )
         # App i starts its round-robin over the drones at drone i (ids end in their index).
         offsets = [int(a.rsplit("app", 1)[1]) for a in spec.app_ids]

@@ -2,18 +2,23 @@
 protocol, closed loop; prints tasks/s, round-trip latency percentiles, server CPU and peak RSS.
 
     python bench/loadgen.py [--apps 4] [--drones 16] [--capacity 4] [--tasks 20000]
-                            [--inflight 200] [--repeat 3] [--url http://host:port ...]
+                            [--inflight 200] [--repeat 3] [--url http://host:port ...] [--auth]
 
 Without --url it starts `droneflow serve` on a free port with a fresh data directory and stops
 it with SIGTERM at the end. With several --url (gateways of one deployment), application i and
 drone i connect to url i mod n. The exit status is 1 when a task was lost or the server misbehaved.
+With --auth every client connects with a token (the started server runs with tokens on and a
+signing key loadgen made; with --url, the DRONEFLOW_AUTH_* settings name the signing key).
 See bench/README.md for how to read the figures.
 """
 
 import argparse
 import contextlib
 import secrets
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from fleet import PRIORITIES, FleetSpec
@@ -36,6 +41,7 @@ def fleet_specs(args: argparse.Namespace, target: Target) -> list[FleetSpec]:
     app_ids = [f"bench{tag}app{i}" for i in range(args.apps)]
     drone_ids = [f"bench{tag}drone{i}" for i in range(args.drones)]
     ws_urls = ["ws" + url.removeprefix("http") for url in target.urls]
+    tokens = mint_tokens(args, app_ids, drone_ids) if args.auth else {}
     return [
         FleetSpec(
             ws_urls=ws_urls,
@@ -46,9 +52,56 @@ def fleet_specs(args: argparse.Namespace, target: Target) -> list[FleetSpec]:
             inflight=args.inflight,
             priority=args.priority,
             seed=args.seed + 1000 * k,
+            tokens=tokens,
         )
         for k in range(args.processes)
     ]
+
+
+def mint_tokens(
+    args: argparse.Namespace, app_ids: list[str], drone_ids: list[str]
+) -> dict[str, str]:
+    from shared.keys import load_keys
+    from shared.settings import Settings
+
+    keys = args.token_keys or load_keys(Settings())
+    if keys is None or keys.signing_key is None:
+        raise SystemExit("--auth with --url needs DRONEFLOW_AUTH_PRIVATE_KEY_FILE or _SECRET_FILE")
+    day_s = 86400.0
+    tokens = {app_id: keys.issue("app", app_id, day_s) for app_id in app_ids}
+    tokens.update({drone_id: keys.issue("drone", drone_id, day_s) for drone_id in drone_ids})
+    return tokens
+
+
+@contextlib.contextmanager
+def signing_key(args: argparse.Namespace) -> Iterator[None]:
+    """--auth on a started server: a fresh Ed25519 key it verifies with and loadgen signs with."""
+    args.token_keys, args.server_env = None, {}
+    if not args.auth or args.url:
+        yield
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shared.tokens import TokenKeys
+
+    key = Ed25519PrivateKey.generate()
+    directory = Path(tempfile.mkdtemp(prefix="droneflow-bench-key-"))
+    try:
+        path = directory / "signing.pem"
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        path.chmod(0o600)
+        args.token_keys = TokenKeys.ed25519(None, key)
+        args.server_env = {"DRONEFLOW_AUTH": "token", "DRONEFLOW_AUTH_PRIVATE_KEY_FILE": str(path)}
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def measure(args: argparse.Namespace, target: Target) -> list[Run]:
@@ -114,6 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--seed", type=int, default=1)
     add("--keep-data", action="store_true", help="keep the started server's data and log")
     add("--json", type=Path, help="also write the figures to this file")
+    add("--auth", action="store_true", help="tokens on: every app and drone connects with one")
     args = parser.parse_args(argv)
     if args.processes > min(args.apps, args.drones):
         parser.error("--processes may not exceed --apps or --drones")
@@ -125,6 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(signing_key(args))
         if args.url:
             target = Target([url.rstrip("/") for url in args.url], args.server_pid)
         else:
@@ -136,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             f" | apps {args.apps} drones {args.drones}"
             f" capacity {args.capacity} inflight/app {args.inflight} | {args.tasks} tasks x"
             f" {args.repeat} after {args.warmup} warm-up | priority {args.priority or '1-5'}"
-            f" | {args.processes} generator process(es)"
+            f" | {args.processes} generator process(es) | tokens {'on' if args.auth else 'off'}"
         )
         runs = run_loop(lambda: measure(args, target))
         complete = summarize(runs)

@@ -140,7 +140,11 @@ def report_server(target: Target) -> dict[str, Any]:
 
 def write_json(args: argparse.Namespace, runs: list[Run], server: dict[str, Any]) -> None:
     figures = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in ("token_keys", "server_env")  # --auth: key objects, paths
+        },
         "runs": [
             {k: v for k, v in vars(r).items() if k != "result"}
             | {"lost": r.result.lost, "unsent": r.result.unsent, "errors": r.result.errors}

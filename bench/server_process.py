@@ -77,6 +77,7 @@ def started_server(args: argparse.Namespace) -> Iterator[Target]:
         env["DRONEFLOW_BROKER_URL"] = args.broker_url
     if args.store_url:
         env["DRONEFLOW_STORE_URL"] = args.store_url
+    env.update(getattr(args, "server_env", {}))
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

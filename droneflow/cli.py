@@ -1,5 +1,5 @@
-"""`droneflow serve | gateway | dispatcher | result-writer`. Settings come from DRONEFLOW_*
-environment variables; --host and --port override them."""
+"""`droneflow serve | gateway | dispatcher | result-writer | token`. Settings come from
+DRONEFLOW_* environment variables; --host and --port override them."""
 
 import argparse
 import asyncio
@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from droneflow import runner
+from droneflow import runner, token_cli
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         if serves_http:
             command.add_argument("--host", help="address to listen on (DRONEFLOW_HOST)")
             command.add_argument("--port", type=int, help="port to listen on (DRONEFLOW_PORT)")
+    token_cli.add_parser(commands)
     return parser
 
 
@@ -40,8 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    run, _, _ = COMMANDS[args.command]
     try:
+        if args.command == "token":
+            return token_cli.run(args, settings)
+        run, _, _ = COMMANDS[args.command]
         with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
             loop_runner.run(_run_until_signalled(run, settings))
     except ConfigurationError as exc:

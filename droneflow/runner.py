@@ -11,6 +11,7 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from dispatcher.service import Dispatcher
+from droneflow.security import redact_tokens_in_logs, token_keys
 from gateway.app import create_app
 from gateway.handshake import WebSocketProtocol
 from gateway.http_protocol import ConnectionLimits, limited_http_protocol
@@ -20,6 +21,7 @@ from shared.errors import TRANSIENT_ERRORS
 from shared.health import observed_adapters
 from shared.settings import Settings
 from shared.store import TaskStore
+from shared.tokens import TokenKeys
 from shared.wiring import build_broker, build_store
 
 log = logging.getLogger(__name__)
@@ -35,9 +37,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn_server(settings: Settings, broker: Broker, store: TaskStore) -> _Server:
+def _uvicorn_server(
+    settings: Settings, broker: Broker, store: TaskStore, keys: TokenKeys | None
+) -> _Server:
     config = uvicorn.Config(
-        create_app(settings, broker, store),
+        create_app(settings, broker, store, keys),
         host=settings.host,
         port=settings.port,
         http=limited_http_protocol(ConnectionLimits.of(settings)),
@@ -48,6 +52,7 @@ def _uvicorn_server(settings: Settings, broker: Broker, store: TaskStore) -> _Se
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
+    redact_tokens_in_logs()  # after Config, which sets uvicorn's logging up
     return _Server(config)
 
 
@@ -74,6 +79,8 @@ def _result_writer(settings: Settings, broker: Broker, store: TaskStore) -> Resu
 
 async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = token_keys(settings, "serve")
+    _serve_metrics(settings)
     async with build_broker(settings) as broker, build_store(settings) as store:
         services_stop = asyncio.Event()
         services = [
@@ -81,7 +88,7 @@ async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
             asyncio.create_task(_result_writer(settings, broker, store).run(services_stop)),
         ]
         try:
-            await _serve_http(_uvicorn_server(settings, broker, store), stop)
+            await _serve_http(_uvicorn_server(settings, broker, store, keys), stop)
         finally:
             # The gateway stops first: its drone sockets hand their tasks back while the
             # dispatcher and the result writer still run.
@@ -115,14 +122,18 @@ async def _supervised(
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
+    keys = token_keys(settings, "gateway")
+    _serve_metrics(settings)
+
     async def serve(broker: Broker, store: TaskStore) -> None:
-        await _serve_http(_uvicorn_server(settings, broker, store), stop)
+        await _serve_http(_uvicorn_server(settings, broker, store, keys), stop)
 
     await _supervised("gateway", settings, stop, serve)
 
 
 def _serve_metrics(settings: Settings) -> None:
-    # Gateways serve /metrics themselves; the headless services need a port of their own.
+    # Gateways also serve /metrics themselves (to admin tokens, with tokens on); the headless
+    # services need a port of their own.
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.host)
 

@@ -1,5 +1,6 @@
-"""create_app(settings, broker, store): the gateway as an ASGI app. Adapters come from the
-caller, already entered, so the same app serves embedded and distributed deployments."""
+"""create_app(settings, broker, store, keys): the gateway as an ASGI app. Adapters come from the
+caller, already entered, so the same app serves embedded and distributed deployments. `keys`
+verify tokens; without them (None) tokens are off and every client is trusted."""
 
 import asyncio
 import logging
@@ -8,14 +9,17 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import readiness
+from gateway.auth import Forbidden, may_read_metrics
 from gateway.connections import Registry
-from gateway.deps import GatewayState
+from gateway.deps import GatewayState, IdentityDep
 from gateway.limits import BodySizeLimit
+from gateway.origins import OriginCheck, parse_origins
 from gateway.readiness import GatewayHealth, unavailable_response
 from gateway.routes import rest, ws
 from gateway.socket_limits import install_limits
@@ -25,6 +29,7 @@ from shared.health import observed_adapters
 from shared.protocol import ControlMessage
 from shared.settings import Settings
 from shared.store import TaskStore
+from shared.tokens import TokenKeys
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +70,14 @@ async def _stop_control(control: "asyncio.Task[Subscription]") -> None:
         await asyncio.gather(control, return_exceptions=True)
 
 
-def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
+def create_app(
+    settings: Settings, broker: Broker, store: TaskStore, keys: TokenKeys | None = None
+) -> FastAPI:
     raw_store = store
     broker, store, broker_health, store_health = observed_adapters("gateway", broker, store)
     health = GatewayHealth(broker_health, store_health, raw_store)
     registry = Registry(broker, store, settings.queues, prefetch=64)
-    state = GatewayState(settings, broker, store, registry, health)
+    state = GatewayState(settings, broker, store, registry, health, keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,11 +85,15 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
         # Subscribed before the first request as a rule; in the background only while it fails.
         await asyncio.wait({control}, timeout=CONTROL_SUBSCRIBE_WAIT_S)
         reconciler = asyncio.create_task(_reconcile_forever(registry, settings.sweep_interval_s))
+        background = [reconciler]
+        if state.auth.enabled:
+            background.append(asyncio.create_task(state.auth.watch_revocations()))
         try:
             yield
         finally:
-            reconciler.cancel()
-            await asyncio.gather(reconciler, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await _stop_control(control)
             await registry.notified.flush()
 
@@ -94,14 +105,28 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
     app.include_router(readiness.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     install_limits(app, settings)
+    allowed_origins = parse_origins(settings.allowed_origins)
+    app.add_middleware(OriginCheck, allowed=allowed_origins)
+    if allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(allowed_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
+    async def metrics(identity: IdentityDep) -> PlainTextResponse:
+        may_read_metrics(identity)
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
 
     @app.exception_handler(DroneflowError)
     async def unavailable(request: Request, exc: DroneflowError) -> JSONResponse:

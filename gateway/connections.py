@@ -6,11 +6,13 @@ works (RabbitMQ's consumer_timeout would otherwise close the channel on long tas
 """
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import orjson
+from starlette.websockets import WebSocketDisconnect
 
 from shared.broker import Broker, Delivery, Subscription
 from shared.broker.queues import Queues
@@ -345,7 +347,10 @@ class Registry:
         DRONES_CONNECTED.inc()
         if previous is not None:
             # A drone that reconnects before we noticed it left: the newest connection wins.
-            await previous.websocket.close(CLOSE_SUPERSEDED, "superseded by a newer connection")
+            # The older socket may be gone already (its drone dropped it first), which must not
+            # cost the newer one its start.
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await previous.websocket.close(CLOSE_SUPERSEDED, "superseded by a newer connection")
             await previous.close()
         await session.start()
 

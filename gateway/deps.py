@@ -2,8 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Request, WebSocket
+from fastapi import Depends, HTTPException, Request, WebSocket
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.auth import Authenticator
 from gateway.connections import Registry
 from gateway.drones import DroneService
 from gateway.readiness import GatewayHealth
@@ -12,6 +14,7 @@ from shared.broker import Broker
 from shared.health import Dependency, refusing_store
 from shared.settings import Settings
 from shared.store import TaskStore
+from shared.tokens import Identity, InvalidToken, TokenKeys
 
 
 def _state(connection: Request | WebSocket) -> "GatewayState":
@@ -27,6 +30,7 @@ class GatewayState:
         store: TaskStore,
         registry: Registry,
         health: GatewayHealth | None = None,
+        keys: TokenKeys | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -40,6 +44,8 @@ class GatewayState:
         self.request_store = refusing_store(
             self.health.raw_store, self.health.store, settings.store_timeout_s
         )
+        # Token checks read the store per REST call: during a store outage they refuse at once.
+        self.auth = Authenticator(keys, self.request_store)
         self.tasks = TaskService(settings, broker, self.request_store, self.health.broker)
         self.drones = DroneService(settings, broker, store)
 
@@ -59,3 +65,28 @@ def get_ws_state(websocket: WebSocket) -> GatewayState:
 StoreDep = Annotated[TaskStore, Depends(get_store)]
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
 WsStateDep = Annotated[GatewayState, Depends(get_ws_state)]
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="`droneflow token create …`; required unless the server runs with tokens off",
+)
+
+
+async def get_identity(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity | None:
+    """The caller's identity; None with tokens off. 401 with `WWW-Authenticate: Bearer` when
+    the token is missing, malformed, expired, not yet valid, revoked or badly signed."""
+    auth = _state(request).auth
+    if not auth.enabled:
+        return None
+    try:
+        return await auth.identify(None if credentials is None else credentials.credentials)
+    except InvalidToken as exc:
+        challenge = "Bearer" if credentials is None else 'Bearer error="invalid_token"'
+        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": challenge}) from None
+
+
+IdentityDep = Annotated[Identity | None, Depends(get_identity)]

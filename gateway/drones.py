@@ -9,7 +9,8 @@ TaskError (shared.errors)
 ├── StatusNotReportable       a status the lifecycle does not let a drone report
 └── ReportRefused             a report the protocol does not allow
     ├── DroneIdMismatch       data.drone_id names another drone than the socket's path
-    └── InvalidTimestamp      data.timestamp is not ISO 8601
+    ├── InvalidTimestamp      data.timestamp is not ISO 8601
+    └── NotDelivered          the task waits in its queue: no drone holds it yet
 """
 
 from gateway.connections import ClientSocket, DroneSession
@@ -32,6 +33,10 @@ class DroneIdMismatch(ReportRefused):
 
 
 class InvalidTimestamp(ReportRefused):
+    pass
+
+
+class NotDelivered(ReportRefused):
     pass
 
 
@@ -85,9 +90,16 @@ class DroneService:
     ) -> TaskRecord:
         if claimed_drone is not None and claimed_drone != session.drone_id:
             raise DroneIdMismatch(task_id)
-        task = session.held.get(task_id) or await self.store.get_task(task_id)
+        task = session.held.get(task_id)
+        if task is not None:
+            return task
+        task = await self.store.get_task(task_id)
         if task is None:
             raise TaskNotFound(task_id)
         if task.drone_id != session.drone_id:
             raise TaskNotYours(task_id)
+        # Only the drone that holds the delivery reports on a live task (through this session
+        # or another of the same drone); a task still queued was never sent to anyone.
+        if not task.is_terminal and task.delivery != "delivered":
+            raise NotDelivered(task_id)
         return task

@@ -151,5 +151,6 @@ def cluster_env(rabbitmq_url: str, tmp_path: Path, **extra: str) -> dict[str, st
         "DRONEFLOW_SWEEP_INTERVAL_S": "0.5",
         "DRONEFLOW_DISPATCH_GRACE_S": "2",
         "DRONEFLOW_LOG_LEVEL": "warning",
+        "DRONEFLOW_AUTH": "disabled",  # gateways default to tokens; tests/e2e/test_auth*.py
         **extra,
     }

@@ -4,7 +4,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from gateway.deps import StoreDep, TasksDep
+from gateway import auth
+from gateway.deps import IdentityDep, StoreDep, TasksDep
 from gateway.routes.responses import ALREADY_FINISHED, EVERY_ROUTE, NOT_FOUND, TOO_LARGE
 from gateway.routes.strict_json import StrictJsonRoute
 from shared.clock import normalize_timestamp
@@ -21,7 +22,10 @@ RESULT_NOT_FOUND = "Processing result not found"
 
 
 @router.post("/processing-tasks", response_model=CreateTaskResponse, responses=TOO_LARGE)
-async def create_processing_task(body: CreateTaskRequest, tasks: TasksDep) -> CreateTaskResponse:
+async def create_processing_task(
+    body: CreateTaskRequest, tasks: TasksDep, identity: IdentityDep
+) -> CreateTaskResponse:
+    auth.check_submit(identity, body.app_id, body.drone_id)
     outcome = await tasks.submit(body.app_id, body)
     return CreateTaskResponse(task_id=outcome.task.task_id)
 
@@ -29,12 +33,14 @@ async def create_processing_task(body: CreateTaskRequest, tasks: TasksDep) -> Cr
 @router.get("/processing-tasks")
 async def list_processing_tasks(
     store: StoreDep,
+    identity: IdentityDep,
     app_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     status: TaskStatus | None = None,
     updated_since: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> dict[str, Any]:
+    app_id = auth.listed_app(identity, app_id)
     since = None
     if updated_since is not None:
         try:
@@ -56,16 +62,22 @@ async def list_processing_tasks(
 
 @router.get("/processing-tasks/drone/{drone_id}/pending")
 async def pending_tasks_for_drone(
-    drone_id: ClientIdPath, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 10
+    drone_id: ClientIdPath,
+    store: StoreDep,
+    identity: IdentityDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> dict[str, Any]:
-    tasks = await store.pending_for_drone(drone_id, limit)
+    app_id = auth.drone_view(identity, drone_id)
+    tasks = await store.pending_for_drone(drone_id, limit, app_id=app_id)
     return {"tasks": [t.public_dict() for t in tasks], "count": len(tasks), "drone_id": drone_id}
 
 
 @router.get("/processing-tasks/{task_id}", responses=NOT_FOUND)
-async def get_processing_task(task_id: str, store: StoreDep) -> dict[str, Any]:
+async def get_processing_task(
+    task_id: str, store: StoreDep, identity: IdentityDep
+) -> dict[str, Any]:
     task = await store.get_task(task_id)
-    if task is None:
+    if task is None or not auth.may_see(identity, task):
         raise HTTPException(404, TASK_NOT_FOUND)
     return task.public_dict()
 
@@ -75,7 +87,13 @@ async def get_processing_task(task_id: str, store: StoreDep) -> dict[str, Any]:
     response_model=CancelTaskResponse,
     responses={**NOT_FOUND, **ALREADY_FINISHED},
 )
-async def cancel_processing_task(task_id: str, tasks: TasksDep) -> CancelTaskResponse:
+async def cancel_processing_task(
+    task_id: str, tasks: TasksDep, store: StoreDep, identity: IdentityDep
+) -> CancelTaskResponse:
+    if identity is not None:
+        owned = await store.get_task(task_id)
+        if owned is None or not auth.may_cancel(identity, owned):
+            raise HTTPException(404, TASK_NOT_FOUND)
     try:
         task = await tasks.cancel(task_id)
     except TaskNotFound:
@@ -86,7 +104,13 @@ async def cancel_processing_task(task_id: str, tasks: TasksDep) -> CancelTaskRes
 
 
 @router.get("/processing-results/{task_id}", responses=NOT_FOUND)
-async def get_processing_result(task_id: str, store: StoreDep) -> dict[str, Any]:
+async def get_processing_result(
+    task_id: str, store: StoreDep, identity: IdentityDep
+) -> dict[str, Any]:
+    if identity is not None:
+        task = await store.get_task(task_id)
+        if task is None or not auth.may_see(identity, task):
+            raise HTTPException(404, RESULT_NOT_FOUND)
     result = await store.get_result(task_id)
     if result is None:
         raise HTTPException(404, RESULT_NOT_FOUND)
@@ -95,9 +119,13 @@ async def get_processing_result(task_id: str, store: StoreDep) -> dict[str, Any]
 
 @router.get("/processing-results/drone/{drone_id}")
 async def results_for_drone(
-    drone_id: ClientIdPath, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    drone_id: ClientIdPath,
+    store: StoreDep,
+    identity: IdentityDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    results = await store.results_for_drone(drone_id, limit)
+    app_id = auth.drone_view(identity, drone_id)
+    results = await store.results_for_drone(drone_id, limit, app_id=app_id)
     return {
         "results": [r.public_dict() for r in results],
         "count": len(results),

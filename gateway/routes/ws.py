@@ -1,6 +1,7 @@
 """The application and drone WebSockets. A bad frame gets an `error` frame and the socket stays
-open; only an invalid id in the path (1008) or an oversized frame (1009) closes it, and, in
-gateway.socket_limits, a socket over its limits (1008)."""
+open; only an invalid id in the path or a refused token (1008, before the welcome), a token
+that expires or is revoked (1008), a socket over its limits (1008, gateway.socket_limits), or
+an oversized frame (1009) closes it."""
 
 import asyncio
 import contextlib
@@ -13,8 +14,9 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from gateway.admission import LimitExceeded
+from gateway.auth import Forbidden, Refusal, check_submit
 from gateway.deps import GatewayState, WsStateDep
-from gateway.drones import DroneIdMismatch, InvalidTimestamp
+from gateway.drones import DroneIdMismatch, InvalidTimestamp, NotDelivered
 from shared.clock import now_iso
 from shared.errors import (
     TRANSIENT_ERRORS,
@@ -28,13 +30,14 @@ from shared.ids import is_valid_client_id
 from shared.protocol import (
     CANCEL_TASK,
     CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     ERR_ALREADY_FINISHED,
+    ERR_FORBIDDEN,
     ERR_ID_MISMATCH,
     ERR_INVALID_JSON,
     ERR_INVALID_MESSAGE,
     ERR_INVALID_STATUS,
+    ERR_NOT_DELIVERED,
     ERR_NOT_YOURS,
     ERR_UNAVAILABLE,
     ERR_UNKNOWN_TASK,
@@ -54,6 +57,7 @@ from shared.protocol import (
     error_frame,
     welcome_frame,
 )
+from shared.tokens import Identity
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -77,14 +81,14 @@ async def _open(
     websocket: WebSocket,
     client_id: str,
     client_type: Literal["application", "drone"],
-    problem: str | None = None,
+    refusal: Refusal | None = None,
 ) -> bool:
     """Accept, then either close with 1008 (before any welcome) or send the welcome."""
     await websocket.accept()
     if not is_valid_client_id(client_id):
-        problem = f"invalid {client_type} id: use 1-64 of A-Z a-z 0-9 _ -"
-    if problem is not None:
-        await websocket.close(CLOSE_POLICY_VIOLATION, problem)
+        refusal = Refusal(f"invalid {client_type} id: use 1-64 of A-Z a-z 0-9 _ -")
+    if refusal is not None:
+        await websocket.close(refusal.code, refusal.reason)
         return False
     await websocket.send_text(welcome_frame(client_id, client_type, now_iso()).decode())
     return True
@@ -167,6 +171,12 @@ def _refusal_frame(exc: TaskError) -> str:
             )
         case InvalidTimestamp():
             frame = error_frame(ERR_INVALID_MESSAGE, "data.timestamp is not ISO 8601")
+        case NotDelivered():
+            frame = error_frame(
+                ERR_NOT_DELIVERED,
+                "the task was not delivered to this drone yet: report only on tasks received",
+                task_id=task_id,
+            )
         case StatusNotReportable():
             frame = error_frame(
                 ERR_INVALID_STATUS,
@@ -221,7 +231,8 @@ async def _serve_frames(
 
 @router.websocket("/ws/application/{app_id}")
 async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDep) -> None:
-    if not await _open(websocket, app_id, "application"):
+    identity, refusal = await state.auth.admit(websocket, "app", app_id)
+    if not await _open(websocket, app_id, "application", refusal):
         return
 
     async def handle(frame: dict[str, Any]) -> str | None:
@@ -229,24 +240,32 @@ async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDe
         if kind == PING:
             return PONG_FRAME
         if kind == PROCESSING_TASK:
-            return await _submit(state, app_id, frame)
+            return await _submit(state, app_id, identity, frame)
         if kind == CANCEL_TASK:
             return await _cancel(state, app_id, frame)
         raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
 
+    unwatch = _watch(state, identity, websocket)
     try:
         await state.registry.attach_app(app_id, websocket)
         await _serve_frames(websocket, state, handle, frozenset({PROCESSING_TASK}))
     except TRANSIENT_ERRORS as exc:
         await _close_try_again_later(websocket, exc)
     finally:
+        unwatch()
         await state.registry.detach_app(app_id, websocket)
 
 
-async def _submit(state: GatewayState, app_id: str, frame: dict[str, Any]) -> str | None:
+async def _submit(
+    state: GatewayState, app_id: str, identity: Identity | None, frame: dict[str, Any]
+) -> str | None:
     request = _validate(TaskRequest, frame.get("data"), PROCESSING_TASK)
     if request.app_id is not None and request.app_id != app_id:
         raise FrameError(ERR_ID_MISMATCH, "data.app_id must match the application id of the path")
+    try:
+        check_submit(identity, app_id, request.drone_id)
+    except Forbidden as exc:
+        raise FrameError(ERR_FORBIDDEN, str(exc), request_id=frame.get("request_id")) from None
     request_id = frame.get("request_id")
     try:
         outcome = await state.tasks.submit(app_id, request)
@@ -298,12 +317,11 @@ async def _cancel(state: GatewayState, app_id: str, frame: dict[str, Any]) -> st
 @router.websocket("/ws/drone/{drone_id}")
 async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -> None:
     capacity = _capacity(websocket, state)
-    problem = (
-        None
-        if capacity is not None
-        else f"capacity must be an integer from 1 to {state.settings.max_drone_capacity}"
-    )
-    if not await _open(websocket, drone_id, "drone", problem) or capacity is None:
+    identity, refusal = await state.auth.admit(websocket, "drone", drone_id)
+    if capacity is None:
+        limit = state.settings.max_drone_capacity
+        refusal = Refusal(f"capacity must be an integer from 1 to {limit}")
+    if not await _open(websocket, drone_id, "drone", refusal) or capacity is None:
         return
     session = state.drones.session(drone_id, websocket, capacity)
 
@@ -321,6 +339,7 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
             return None
         raise FrameError(ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}")
 
+    unwatch = _watch(state, identity, websocket)
     try:
         await state.registry.attach_drone(session)
         await _serve_frames(
@@ -329,7 +348,17 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
     except TRANSIENT_ERRORS as exc:
         await _close_try_again_later(websocket, exc)
     finally:
+        unwatch()
         await state.registry.detach_drone(session)
+
+
+def _watch(
+    state: GatewayState, identity: Identity | None, websocket: WebSocket
+) -> Callable[[], None]:
+    """Close the socket when its token expires or is revoked; returns what stops watching."""
+    if identity is None:
+        return lambda: None
+    return state.auth.live.watch(identity, websocket)
 
 
 async def _close_try_again_later(websocket: WebSocket, exc: Exception) -> None:

@@ -22,6 +22,8 @@ How outcomes come back, for every method:
   a task cancelled meanwhile), it sits on the hot path of every message, and every caller
   answers it alike, by dropping the message, so no reason is worth an exception there.
 - create_task is idempotent: a replay is an outcome (`created=False`), not a refusal.
+- Token bookkeeping (record_token, revoke_token, …) keeps the tokens `droneflow token create`
+  issued and the jtis revoked, so that every gateway refuses a revoked token.
 Any method raises StoreUnavailable for transient failures, and nothing driver-specific.
 """
 
@@ -62,6 +64,20 @@ class CancelOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An issued token as the store keeps it (never the token itself). A jti revoked without
+    having been recorded (a token minted elsewhere) has only `jti` and `revoked_at`."""
+
+    jti: str
+    sub: str | None = None
+    role: str | None = None
+    drones: tuple[str, ...] | None = None
+    issued_at: str | None = None
+    expires_at: str | None = None
+    revoked_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskPage:
     tasks: list[TaskRecord]
     next_cursor: str | None
@@ -75,8 +91,11 @@ class TaskStore(Protocol):
 
     async def get_task(self, task_id: str) -> TaskRecord | None: ...
 
-    async def pending_for_drone(self, drone_id: str, limit: int) -> list[TaskRecord]:
-        """Tasks in status `pending` for the drone, highest priority first, then oldest first."""
+    async def pending_for_drone(
+        self, drone_id: str, limit: int, *, app_id: str | None = None
+    ) -> list[TaskRecord]:
+        """Tasks in status `pending` for the drone, highest priority first, then oldest first;
+        only those of `app_id` when it is given."""
         ...
 
     async def list_tasks(
@@ -99,8 +118,10 @@ class TaskStore(Protocol):
 
     async def get_result(self, task_id: str) -> ResultRecord | None: ...
 
-    async def results_for_drone(self, drone_id: str, limit: int) -> list[ResultRecord]:
-        """Newest first."""
+    async def results_for_drone(
+        self, drone_id: str, limit: int, *, app_id: str | None = None
+    ) -> list[ResultRecord]:
+        """Newest first; only results of tasks of `app_id` when it is given."""
         ...
 
     # --- dispatch and delivery ------------------------------------------------------------
@@ -188,4 +209,28 @@ class TaskStore(Protocol):
 
     async def unnotified(self, limit: int) -> list[tuple[TaskRecord, ResultRecord | None]]:
         """Terminal tasks whose final state no application has been sent yet, oldest first."""
+        ...
+
+    # --- tokens ----------------------------------------------------------------------------
+    async def record_token(self, token: TokenRecord) -> None:
+        """Remember an issued token (its `revoked_at` is ignored). Recording a jti again
+        updates its fields and keeps a revocation already made."""
+        ...
+
+    async def revoke_token(self, jti: str) -> TokenRecord:
+        """Revoke the token with this jti, recorded or not (one minted elsewhere is revoked
+        all the same). Revoking again keeps the first `revoked_at`. Returns the record."""
+        ...
+
+    async def list_tokens(self, limit: int) -> list[TokenRecord]:
+        """Recorded tokens newest issued first, revoked ones with `revoked_at`; jtis revoked
+        without a record come last."""
+        ...
+
+    async def token_revoked(self, jti: str) -> bool:
+        """Whether the jti was revoked: asked on each request that carries a token."""
+        ...
+
+    async def revoked_since(self, since: str) -> list[str]:
+        """The jtis revoked at or after `since`: gateways poll it to close live sockets."""
         ...

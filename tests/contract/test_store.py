@@ -10,7 +10,7 @@ import pytest
 from shared.clock import iso_after, now_iso
 from shared.errors import StatusNotReportable, TaskAlreadyFinished, TaskNotFound, TaskNotYours
 from shared.models import ResultRecord, TaskRecord
-from shared.store import ResultOutcome, TaskStore
+from shared.store import ResultOutcome, TaskStore, TokenRecord
 from tests.builders import APP, DRONE, claimed, create, new_task, result_for
 
 
@@ -757,3 +757,85 @@ async def test_results_for_drone_lists_newest_first(store: TaskStore) -> None:
     assert newest == results[::-1][:3]
     assert len(await store.results_for_drone(DRONE, 50)) == 5
     assert await store.results_for_drone("Drone404", 50) == []
+
+
+# --- one application's view of a drone ---------------------------------------------------------
+
+
+async def test_pending_and_results_for_drone_of_one_application(store: TaskStore) -> None:
+    mine = [await create(store, priority=p) for p in (1, 4)]
+    theirs = await create(store, app_id="App002", priority=5)
+    for app_id in (APP, "App002", APP):
+        task = await claimed(store, app_id=app_id)
+        await tick()
+        await store.save_result(result_for(task.task_id))
+    my_results = await store.results_for_drone(DRONE, 10)
+
+    pending = await store.pending_for_drone(DRONE, 10, app_id=APP)
+    results = await store.results_for_drone(DRONE, 10, app_id=APP)
+
+    assert [t.task_id for t in pending] == [mine[1].task_id, mine[0].task_id]
+    assert theirs.task_id in [t.task_id for t in await store.pending_for_drone(DRONE, 10)]
+    assert await store.pending_for_drone(DRONE, 1, app_id=APP) == pending[:1]
+    assert len(my_results) == 3
+    assert results == [my_results[0], my_results[2]]
+    assert await store.results_for_drone(DRONE, 1, app_id=APP) == [my_results[0]]
+    assert await store.results_for_drone(DRONE, 10, app_id="App404") == []
+
+
+# --- tokens ------------------------------------------------------------------------------------
+
+
+def a_token(jti: str, issued_at: str, **fields: object) -> TokenRecord:
+    values: dict[str, object] = {
+        "sub": "App001",
+        "role": "app",
+        "drones": None,
+        "issued_at": issued_at,
+        "expires_at": "2099-01-01T00:00:00.000Z",
+        **fields,
+    }
+    return TokenRecord(jti=jti, **values)  # type: ignore[arg-type]
+
+
+async def test_recorded_tokens_are_listed_newest_first_and_not_revoked(store: TaskStore) -> None:
+    older = a_token("jti-1", "2024-01-01T00:00:00.000Z", drones=("Drone0*", "Scout-?"))
+    newer = a_token("jti-2", "2024-01-02T00:00:00.000Z", sub="Drone001", role="drone")
+    await store.record_token(older)
+    await store.record_token(newer)
+    await store.record_token(older)  # recording again changes nothing
+
+    assert await store.list_tokens(10) == [newer, older]
+    assert await store.list_tokens(1) == [newer]
+    assert not await store.token_revoked("jti-1")
+    assert await store.revoked_since("2000-01-01T00:00:00.000Z") == []
+
+
+async def test_revoking_a_token_is_seen_by_every_query_and_kept(store: TaskStore) -> None:
+    await store.record_token(a_token("jti-1", "2024-01-01T00:00:00.000Z"))
+    before = now_iso()
+    await tick()
+
+    revoked = await store.revoke_token("jti-1")
+    again = await store.revoke_token("jti-1")
+    await store.record_token(a_token("jti-1", "2024-01-01T00:00:00.000Z"))  # re-recorded
+
+    assert revoked.revoked_at is not None and revoked.revoked_at >= before
+    assert revoked == a_token("jti-1", "2024-01-01T00:00:00.000Z", revoked_at=revoked.revoked_at)
+    assert again.revoked_at == revoked.revoked_at
+    assert await store.token_revoked("jti-1")
+    assert await store.list_tokens(10) == [revoked]
+    assert await store.revoked_since(before) == ["jti-1"]
+    assert await store.revoked_since(iso_after(60)) == []
+
+
+async def test_a_jti_never_recorded_can_be_revoked(store: TaskStore) -> None:
+    await store.record_token(a_token("jti-1", "2024-01-01T00:00:00.000Z"))
+
+    revoked = await store.revoke_token("minted-elsewhere")
+
+    assert revoked.jti == "minted-elsewhere" and revoked.revoked_at is not None
+    assert (revoked.sub, revoked.role, revoked.issued_at) == (None, None, None)
+    assert await store.token_revoked("minted-elsewhere")
+    assert not await store.token_revoked("jti-1")
+    assert [t.jti for t in await store.list_tokens(10)] == ["jti-1", "minted-elsewhere"]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from starlette.websockets import WebSocketDisconnect
 
 from gateway.connections import DroneSession, Registry
 from shared.broker.memory import InMemoryBroker
@@ -109,4 +110,26 @@ async def test_handover_waits_for_a_free_slot_of_the_newer_session(gateway: Gate
     assert [(f["task_id"], f["resumed"]) for f in new_socket.frames] == [
         (held.task_id, True),
         (late.task_id, True),
+    ]
+
+
+class GoneSocket(RecordingSocket):
+    """A socket whose drone dropped it before the gateway noticed: closing it fails."""
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        raise WebSocketDisconnect(1006)
+
+
+async def test_a_newer_session_starts_though_the_older_socket_is_already_gone(
+    gateway: Gateway,
+) -> None:
+    # Given a drone's session whose socket is already gone, holding a task
+    await gateway.registry.attach_drone(gateway.session(GoneSocket(), capacity=1))
+    task = await gateway.claimed()
+    # When the drone's newer connection attaches
+    new_socket = RecordingSocket()
+    await gateway.registry.attach_drone(gateway.session(new_socket, capacity=1))
+    # Then it starts, and is sent the task the drone holds
+    assert [(f["type"], f["task_id"]) for f in new_socket.frames] == [
+        ("processing_task", task.task_id)
     ]

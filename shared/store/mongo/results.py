@@ -19,7 +19,7 @@ after a crash or a lost race with `cancel`, a stored result for a task it did no
 import contextlib
 
 from bson import ObjectId
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
@@ -31,6 +31,7 @@ from shared.store import ResultOutcome
 from shared.store.mongo.documents import (
     MAY_END_WITH_RESULT,
     TASK_WITH_RESULT,
+    TASKS,
     Document,
     result_record,
     task_record,
@@ -134,3 +135,28 @@ async def store_result(results: AsyncCollection[Document], document: Document) -
             {"task_id": document["task_id"]}, {"$setOnInsert": fields}, upsert=True
         )
     return document
+
+
+async def results_of_app(
+    results: AsyncCollection[Document], drone_id: str, app_id: str, limit: int
+) -> list[ResultRecord]:
+    """TaskStore.results_for_drone for one application: results hold no app_id, so each is
+    joined to its task (by the unique task_id index), newest first until `limit` are found."""
+    pipeline: list[Document] = [
+        {"$match": {"drone_id": drone_id}},
+        {"$sort": {"timestamp": DESCENDING, "_id": DESCENDING}},
+        {
+            "$lookup": {
+                "from": TASKS,
+                "localField": "task_id",
+                "foreignField": "task_id",
+                "pipeline": [{"$project": {"_id": False, "app_id": True}}],
+                "as": "_task",
+            }
+        },
+        {"$match": {"_task.app_id": app_id}},
+        {"$limit": limit},
+        {"$project": {"_task": False}},
+    ]
+    cursor = await results.aggregate(pipeline)
+    return [result_record(document) async for document in cursor]

@@ -22,8 +22,16 @@ from shared.errors import (
 )
 from shared.lifecycle import DRONE_REPORTABLE, ErrorCode
 from shared.models import NewTask, ResultRecord, TaskRecord
-from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome, TaskPage
+from shared.store import (
+    CancelOutcome,
+    CreateOutcome,
+    ResultOutcome,
+    StatusOutcome,
+    TaskPage,
+    TokenRecord,
+)
 from shared.store.cursor import decode_cursor, encode_cursor
+from shared.store.mongo import tokens
 from shared.store.mongo.documents import (
     DEFAULT_DATABASE,
     LIVE,
@@ -41,6 +49,7 @@ from shared.store.mongo.documents import (
 from shared.store.mongo.errors import translated
 from shared.store.mongo.results import (
     read_result,
+    results_of_app,
     unnotified_with_results,
     write_result,
 )
@@ -68,6 +77,7 @@ class MongoTaskStore:
         self._client: AsyncMongoClient[Document] | None = None
         self._tasks: AsyncCollection[Document]
         self._results: AsyncCollection[Document]
+        self._tokens: AsyncCollection[Document]
 
     @translated
     async def __aenter__(self) -> Self:
@@ -90,6 +100,8 @@ class MongoTaskStore:
             self._results = db[RESULTS]
             await self._tasks.create_indexes(TASK_INDEXES)
             await self._results.create_indexes(RESULT_INDEXES)
+            self._tokens = db[tokens.TOKENS]
+            await self._tokens.create_indexes(tokens.TOKEN_INDEXES)
         except BaseException:
             await client.close()
             raise
@@ -150,11 +162,16 @@ class MongoTaskStore:
         return None if document is None else task_record(document)
 
     @translated
-    async def pending_for_drone(self, drone_id: str, limit: int) -> list[TaskRecord]:
+    async def pending_for_drone(
+        self, drone_id: str, limit: int, *, app_id: str | None = None
+    ) -> list[TaskRecord]:
         if limit < 1:  # limit(0) means "no limit" to MongoDB
             return []
+        query: Document = {"drone_id": drone_id, "status": "pending"}
+        if app_id is not None:
+            query["app_id"] = app_id
         cursor = (
-            self._tasks.find({"drone_id": drone_id, "status": "pending"}, TASK_PROJECTION)
+            self._tasks.find(query, TASK_PROJECTION)
             .sort([("priority", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)])
             .limit(limit)
         )
@@ -208,9 +225,13 @@ class MongoTaskStore:
         return await read_result(self._tasks, self._results, task_id)
 
     @translated
-    async def results_for_drone(self, drone_id: str, limit: int) -> list[ResultRecord]:
+    async def results_for_drone(
+        self, drone_id: str, limit: int, *, app_id: str | None = None
+    ) -> list[ResultRecord]:
         if limit < 1:
             return []
+        if app_id is not None:
+            return await results_of_app(self._results, drone_id, app_id, limit)
         cursor = (
             self._results.find({"drone_id": drone_id})
             .sort([("timestamp", DESCENDING), ("_id", DESCENDING)])
@@ -395,3 +416,24 @@ class MongoTaskStore:
     @translated
     async def unnotified(self, limit: int) -> list[tuple[TaskRecord, ResultRecord | None]]:
         return await unnotified_with_results(self._tasks, self._results, limit)
+
+    # --- tokens ----------------------------------------------------------------------------
+    @translated
+    async def record_token(self, token: TokenRecord) -> None:
+        await tokens.record_token(self._tokens, token)
+
+    @translated
+    async def revoke_token(self, jti: str) -> TokenRecord:
+        return await tokens.revoke_token(self._tokens, jti)
+
+    @translated
+    async def list_tokens(self, limit: int) -> list[TokenRecord]:
+        return await tokens.list_tokens(self._tokens, limit)
+
+    @translated
+    async def token_revoked(self, jti: str) -> bool:
+        return await tokens.token_revoked(self._tokens, jti)
+
+    @translated
+    async def revoked_since(self, since: str) -> list[str]:
+        return await tokens.revoked_since(self._tokens, since)

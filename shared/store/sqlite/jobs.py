@@ -21,6 +21,7 @@ from shared.lifecycle import (
 from shared.models import NewTask, ResultRecord, TaskRecord, construct_trusted
 from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome
 from shared.store.sqlite.schema import (
+    APP_RESULTS_FOR_DRONE_SQL,
     APPLY_PROCESSING_SQL,
     CANCEL_SQL,
     CLAIM_SQL,
@@ -144,9 +145,13 @@ def get_result(connection: sqlite3.Connection, now: str, task_id: str) -> Result
 
 
 def results_for_drone(
-    connection: sqlite3.Connection, now: str, drone_id: str, limit: int
+    connection: sqlite3.Connection, now: str, drone_id: str, limit: int, app_id: str | None
 ) -> list[ResultRecord]:
-    return [_to_result(row) for row in connection.execute(RESULTS_FOR_DRONE_SQL, (drone_id, limit))]
+    if app_id is not None:
+        rows = connection.execute(APP_RESULTS_FOR_DRONE_SQL, (drone_id, app_id, limit))
+    else:
+        rows = connection.execute(RESULTS_FOR_DRONE_SQL, (drone_id, limit))
+    return [_to_result(row) for row in rows]
 
 
 def _one_task(cursor: sqlite3.Cursor) -> TaskRecord | None:

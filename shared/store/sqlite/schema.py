@@ -5,6 +5,7 @@ from typing import Final
 
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus, sources
 from shared.models import ResultRecord, TaskRecord
+from shared.store.sqlite.tokens import TOKEN_SCHEMA
 
 if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on the build
     raise ImportError(
@@ -102,6 +103,7 @@ SCHEMA: Final = (
     "CREATE UNIQUE INDEX IF NOT EXISTS ux_results_task_id ON processingResults (task_id)",
     "CREATE INDEX IF NOT EXISTS ix_results_drone ON processingResults (drone_id, timestamp)",
     "CREATE INDEX IF NOT EXISTS ix_results_timestamp ON processingResults (timestamp)",
+    *TOKEN_SCHEMA,
 )
 
 INSERT_TASK_SQL: Final = (
@@ -123,10 +125,19 @@ COUNT_PENDING_SQL: Final = (
     "SELECT count(*) FROM (SELECT 1 FROM processingTasks INDEXED BY ix_tasks_app_pending"
     " WHERE app_id = ? AND status = 'pending' LIMIT ?)"
 )
+APP_PENDING_FOR_DRONE_SQL: Final = (
+    f"SELECT {TASK_COLUMNS} FROM processingTasks WHERE drone_id = ? AND status = 'pending'"
+    " AND app_id = ? ORDER BY priority DESC, created_at, rowid LIMIT ?"
+)
 SELECT_RESULT_SQL: Final = f"SELECT {_RESULT_COLUMNS} FROM processingResults WHERE task_id = ?"
 RESULTS_FOR_DRONE_SQL: Final = (
     f"SELECT {_RESULT_COLUMNS} FROM processingResults WHERE drone_id = ?"
     " ORDER BY timestamp DESC, rowid DESC LIMIT ?"
+)
+APP_RESULTS_FOR_DRONE_SQL: Final = (
+    "SELECT " + ", ".join(f"r.{field}" for field in RESULT_FIELDS) + " FROM processingResults AS r"
+    " JOIN processingTasks AS t ON t.task_id = r.task_id WHERE r.drone_id = ? AND t.app_id = ?"
+    " ORDER BY r.timestamp DESC, r.rowid DESC LIMIT ?"
 )
 MARK_DISPATCHED_SQL: Final = (
     "UPDATE processingTasks SET dispatched_at = ?"

@@ -14,10 +14,18 @@ import orjson
 from shared.errors import StatusNotReportable, StoreUnavailable
 from shared.lifecycle import DRONE_REPORTABLE, ErrorCode
 from shared.models import NewTask, ResultRecord, TaskRecord
-from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome, TaskPage
+from shared.store import (
+    CancelOutcome,
+    CreateOutcome,
+    ResultOutcome,
+    StatusOutcome,
+    TaskPage,
+    TokenRecord,
+)
 from shared.store.cursor import decode_cursor, encode_cursor
-from shared.store.sqlite import jobs
+from shared.store.sqlite import jobs, tokens
 from shared.store.sqlite.schema import (
+    APP_PENDING_FOR_DRONE_SQL,
     COUNT_PENDING_SQL,
     HELD_BY_SQL,
     OVERDUE_SQL,
@@ -79,9 +87,15 @@ class SQLiteTaskStore:
     async def get_task(self, task_id: str) -> TaskRecord | None:
         return await self._read(jobs.get_task, task_id)
 
-    async def pending_for_drone(self, drone_id: str, limit: int) -> list[TaskRecord]:
+    async def pending_for_drone(
+        self, drone_id: str, limit: int, *, app_id: str | None = None
+    ) -> list[TaskRecord]:
         if limit < 1:  # a negative LIMIT means "no limit" to SQLite
             return []
+        if app_id is not None:
+            return await self._read(
+                jobs.select_tasks, APP_PENDING_FOR_DRONE_SQL, (drone_id, app_id, limit)
+            )
         return await self._read(jobs.select_tasks, PENDING_FOR_DRONE_SQL, (drone_id, limit))
 
     async def list_tasks(
@@ -129,10 +143,12 @@ class SQLiteTaskStore:
     async def get_result(self, task_id: str) -> ResultRecord | None:
         return await self._read(jobs.get_result, task_id)
 
-    async def results_for_drone(self, drone_id: str, limit: int) -> list[ResultRecord]:
+    async def results_for_drone(
+        self, drone_id: str, limit: int, *, app_id: str | None = None
+    ) -> list[ResultRecord]:
         if limit < 1:
             return []
-        return await self._read(jobs.results_for_drone, drone_id, limit)
+        return await self._read(jobs.results_for_drone, drone_id, limit, app_id)
 
     # --- dispatch and delivery ------------------------------------------------------------
     async def mark_dispatched(self, task_id: str) -> TaskRecord | None:
@@ -198,6 +214,24 @@ class SQLiteTaskStore:
         if limit < 1:
             return []
         return await self._read(jobs.unnotified, limit)
+
+    # --- tokens ----------------------------------------------------------------------------
+    async def record_token(self, token: TokenRecord) -> None:
+        await self._write(tokens.record_token, token)
+
+    async def revoke_token(self, jti: str) -> TokenRecord:
+        return await self._write(tokens.revoke_token, jti)
+
+    async def list_tokens(self, limit: int) -> list[TokenRecord]:
+        if limit < 1:
+            return []
+        return await self._read(tokens.list_tokens, limit)
+
+    async def token_revoked(self, jti: str) -> bool:
+        return await self._read(tokens.token_revoked, jti)
+
+    async def revoked_since(self, since: str) -> list[str]:
+        return await self._read(tokens.revoked_since, since)
 
     # --- the worker -----------------------------------------------------------------------
     # Two methods rather than a flag at every call: a batch with any write takes the write lock
