@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -56,16 +57,24 @@ def rabbitmq_url() -> Iterator[str]:
     parts = urlsplit(base)
     vhost = f"droneflow-test-{uuid.uuid4().hex[:12]}"
     user = parts.username or "guest"
-    subprocess.run([rabbitmqctl, "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(
-        [rabbitmqctl, "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
+    _rabbitmqctl(rabbitmqctl, "add_vhost", vhost)
+    _rabbitmqctl(rabbitmqctl, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
     try:
         yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
     finally:
         subprocess.run([rabbitmqctl, "delete_vhost", vhost], check=False, capture_output=True)
+
+
+def _rabbitmqctl(rabbitmqctl: str, *args: str, tries: int = 5) -> None:
+    """rabbitmqctl starts an Erlang VM per call, which can fail on a loaded machine while the
+    node itself is fine: try again, and say what it printed if it keeps failing."""
+    for attempt in range(1, tries + 1):
+        done = subprocess.run([rabbitmqctl, *args], capture_output=True, text=True, check=False)
+        if done.returncode == 0 or "already exists" in done.stderr:
+            return
+        if attempt == tries:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")
+        time.sleep(attempt)
 
 
 @pytest.fixture
