@@ -39,6 +39,7 @@ from shared.store.mongo.documents import (
     task_record,
 )
 from shared.store.mongo.errors import translated
+from shared.store.mongo.presence import PRESENCE, PRESENCE_INDEXES, MongoPresence
 from shared.store.mongo.results import (
     read_result,
     unnotified_with_results,
@@ -55,7 +56,7 @@ from shared.store.mongo.transitions import (
 )
 
 
-class MongoTaskStore:
+class MongoTaskStore(MongoPresence):
     """The TaskStore port on MongoDB; `async with MongoTaskStore(url) as store`. The database is
     `database`, else the URL's default database, else "droneflow". Raises StoreUnavailable for
     network and server-selection failures, StoreError for other server errors, and the
@@ -68,6 +69,7 @@ class MongoTaskStore:
         self._client: AsyncMongoClient[Document] | None = None
         self._tasks: AsyncCollection[Document]
         self._results: AsyncCollection[Document]
+        self._presence: AsyncCollection[Document]
 
     @translated
     async def __aenter__(self) -> Self:
@@ -88,8 +90,10 @@ class MongoTaskStore:
             )
             self._tasks = db[TASKS]
             self._results = db[RESULTS]
+            self._presence = db[PRESENCE]
             await self._tasks.create_indexes(TASK_INDEXES)
             await self._results.create_indexes(RESULT_INDEXES)
+            await self._presence.create_indexes(PRESENCE_INDEXES)
         except BaseException:
             await client.close()
             raise

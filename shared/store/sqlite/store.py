@@ -14,9 +14,17 @@ import orjson
 from shared.errors import StatusNotReportable, StoreUnavailable
 from shared.lifecycle import DRONE_REPORTABLE, ErrorCode
 from shared.models import NewTask, ResultRecord, TaskRecord
-from shared.store import CancelOutcome, CreateOutcome, ResultOutcome, StatusOutcome, TaskPage
+from shared.store import (
+    CancelOutcome,
+    CreateOutcome,
+    Presence,
+    PresenceKind,
+    ResultOutcome,
+    StatusOutcome,
+    TaskPage,
+)
 from shared.store.cursor import decode_cursor, encode_cursor
-from shared.store.sqlite import jobs
+from shared.store.sqlite import jobs, presence
 from shared.store.sqlite.schema import (
     COUNT_PENDING_SQL,
     HELD_BY_SQL,
@@ -198,6 +206,22 @@ class SQLiteTaskStore:
         if limit < 1:
             return []
         return await self._read(jobs.unnotified, limit)
+
+    # --- presence ------------------------------------------------------------------------------
+    async def put_presence(self, entries: Sequence[Presence], ttl_s: float) -> None:
+        await self._write(presence.put_presence, list(entries), ttl_s)
+
+    async def remove_presence(self, session_ids: Sequence[str]) -> None:
+        if session_ids:
+            await self._write(presence.remove_presence, list(session_ids))
+
+    async def live_presence(self, kind: PresenceKind) -> list[Presence]:
+        return await self._read(presence.live_presence, kind)
+
+    async def count_queued(self, drone_ids: Sequence[str]) -> dict[str, int]:
+        if not drone_ids:
+            return {}
+        return await self._read(presence.count_queued, list(drone_ids))
 
     # --- the worker -----------------------------------------------------------------------
     # Two methods rather than a flag: a batch with any write takes the write lock (BEGIN
