@@ -14,10 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import readiness
 from gateway.connections import Registry
+from gateway.dashboard import router as dashboard_router
 from gateway.deps import GatewayState
 from gateway.limits import BodySizeLimit
 from gateway.readiness import GatewayHealth, unavailable_response
-from gateway.routes import rest, ws
+from gateway.routes import fleet, rest, ws
 from gateway.socket_limits import install_limits
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
@@ -78,11 +79,14 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
         # Subscribed before the first request as a rule; in the background only while it fails.
         await asyncio.wait({control}, timeout=CONTROL_SUBSCRIBE_WAIT_S)
         reconciler = asyncio.create_task(_reconcile_forever(registry, settings.sweep_interval_s))
+        presence = asyncio.create_task(state.presence.run())
         try:
             yield
         finally:
             reconciler.cancel()
-            await asyncio.gather(reconciler, return_exceptions=True)
+            presence.cancel()
+            await asyncio.gather(reconciler, presence, return_exceptions=True)
+            await state.presence.withdraw()
             await _stop_control(control)
             await registry.notified.flush()
 
@@ -90,6 +94,8 @@ def create_app(settings: Settings, broker: Broker, store: TaskStore) -> FastAPI:
     app = FastAPIOffline(title="droneflow", version="0.1.0", lifespan=lifespan)
     app.state.gateway = state
     app.include_router(rest.router)
+    app.include_router(fleet.router)
+    app.include_router(dashboard_router)
     app.include_router(ws.router)
     app.include_router(readiness.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)

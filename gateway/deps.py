@@ -6,6 +6,7 @@ from fastapi import Depends, Request, WebSocket
 
 from gateway.connections import Registry
 from gateway.drones import DroneService
+from gateway.presence import PresenceBoard
 from gateway.readiness import GatewayHealth
 from gateway.tasks import TaskService
 from shared.broker import Broker
@@ -42,6 +43,7 @@ class GatewayState:
         )
         self.tasks = TaskService(settings, broker, self.request_store, self.health.broker)
         self.drones = DroneService(settings, broker, store)
+        self.presence = PresenceBoard(settings, registry, store)
 
 
 def get_store(request: Request) -> TaskStore:
@@ -52,10 +54,22 @@ def get_tasks(request: Request) -> TaskService:
     return _state(request).tasks
 
 
+def get_state(request: Request) -> GatewayState:
+    return _state(request)
+
+
+async def require_admin(request: Request) -> None:
+    """The one gate of the fleet routes (/api/drones, /api/applications, /api/queues): they
+    are for admins when tokens are on. This gateway checks no tokens yet, so every caller is
+    admitted; token auth puts its admin check here and the routes follow."""
+
+
 def get_ws_state(websocket: WebSocket) -> GatewayState:
     return _state(websocket)
 
 
 StoreDep = Annotated[TaskStore, Depends(get_store)]
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
+StateDep = Annotated[GatewayState, Depends(get_state)]
+AdminDep = Depends(require_admin)
 WsStateDep = Annotated[GatewayState, Depends(get_ws_state)]

@@ -236,11 +236,13 @@ async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDe
 
     try:
         await state.registry.attach_app(app_id, websocket)
+        state.presence.apps_changed()
         await _serve_frames(websocket, state, handle, frozenset({PROCESSING_TASK}))
     except TRANSIENT_ERRORS as exc:
         await _close_try_again_later(websocket, exc)
     finally:
         await state.registry.detach_app(app_id, websocket)
+        state.presence.apps_changed()
 
 
 async def _submit(state: GatewayState, app_id: str, frame: dict[str, Any]) -> str | None:
@@ -306,8 +308,10 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
     if not await _open(websocket, drone_id, "drone", problem) or capacity is None:
         return
     session = state.drones.session(drone_id, websocket, capacity)
+    ticket = state.presence.drone_joined(session)
 
     async def handle(frame: dict[str, Any]) -> str | None:
+        ticket.last_seen = now_iso()
         kind = frame["type"]
         if kind == PING:
             return PONG_FRAME
@@ -330,6 +334,7 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
         await _close_try_again_later(websocket, exc)
     finally:
         await state.registry.detach_drone(session)
+        state.presence.drone_left(ticket)
 
 
 async def _close_try_again_later(websocket: WebSocket, exc: Exception) -> None:
