@@ -258,7 +258,6 @@ function drawThroughput(data) {
     if (doneH) svg.appendChild(svgElement("rect", { x, y: base - doneH, width: slot - 2, height: doneH, class: "bar-done" }));
     if (failedH) svg.appendChild(svgElement("rect", { x, y: base - doneH - failedH, width: slot - 2, height: failedH, class: "bar-failed" }));
   });
-  svg.appendChild(svgElement("text", { x: W - 4, y: TOP + 12, class: "legend", "text-anchor": "end" }, "■ completed  ■ failed or cancelled"));
 }
 
 function drawLatency(data) {
@@ -280,7 +279,6 @@ function drawLatency(data) {
   };
   line(p95, "line-p95");
   line(p50, "line-p50");
-  svg.appendChild(svgElement("text", { x: W - 4, y: TOP + 12, class: "legend", "text-anchor": "end" }, "— p50  — p95"));
 }
 
 // --- the fleet -------------------------------------------------------------------------------
