@@ -23,14 +23,17 @@ const $ = (id) => document.getElementById(id);
 // --- talking to the gateway, with an admin token when it asks for one -------------------------
 
 let tokenPrompt = null;
+let tokenDeclined = false;             // asked and cancelled: wait for the header button
 
-function askForToken() {
+function askForToken(fromButton = false) {
   if (tokenPrompt) return tokenPrompt;
+  if (tokenDeclined && !fromButton) return Promise.resolve(null);
   const dialog = $("token-dialog");
   tokenPrompt = new Promise((resolve) => {
     const done = (token) => {
       dialog.close();
       tokenPrompt = null;
+      tokenDeclined = !token;
       if (token) sessionStorage.setItem(TOKEN_KEY, token);
       resolve(token);
     };
@@ -419,7 +422,7 @@ function every(ms, action) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("submit-form").addEventListener("submit", submitTask);
-  $("token-button").addEventListener("click", () => askForToken());
+  $("token-button").addEventListener("click", () => askForToken(true));
   every(TASK_POLL_MS, refreshTasks);
   every(FLEET_POLL_MS, refreshFleet);
 });
