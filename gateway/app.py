@@ -17,11 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import readiness
 from gateway.auth import Forbidden, may_read_metrics
 from gateway.connections import Registry
+from gateway.dashboard import router as dashboard_router
 from gateway.deps import GatewayState, IdentityDep
 from gateway.limits import BodySizeLimit
 from gateway.origins import OriginCheck, parse_origins
 from gateway.readiness import GatewayHealth, unavailable_response
-from gateway.routes import rest, ws
+from gateway.routes import fleet, rest, ws
 from gateway.socket_limits import install_limits
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
@@ -85,7 +86,7 @@ def create_app(
         # Subscribed before the first request as a rule; in the background only while it fails.
         await asyncio.wait({control}, timeout=CONTROL_SUBSCRIBE_WAIT_S)
         reconciler = asyncio.create_task(_reconcile_forever(registry, settings.sweep_interval_s))
-        background = [reconciler]
+        background = [reconciler, asyncio.create_task(state.presence.run())]
         if state.auth.enabled:
             background.append(asyncio.create_task(state.auth.watch_revocations()))
         try:
@@ -94,6 +95,7 @@ def create_app(
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await state.presence.withdraw()
             await _stop_control(control)
             await registry.notified.flush()
 
@@ -101,6 +103,8 @@ def create_app(
     app = FastAPIOffline(title="droneflow", version="0.1.0", lifespan=lifespan)
     app.state.gateway = state
     app.include_router(rest.router)
+    app.include_router(fleet.router)
+    app.include_router(dashboard_router)
     app.include_router(ws.router)
     app.include_router(readiness.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)

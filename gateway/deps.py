@@ -5,9 +5,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, Forbidden
 from gateway.connections import Registry
 from gateway.drones import DroneService
+from gateway.presence import PresenceBoard
 from gateway.readiness import GatewayHealth
 from gateway.tasks import TaskService
 from shared.broker import Broker
@@ -48,6 +49,7 @@ class GatewayState:
         self.auth = Authenticator(keys, self.request_store)
         self.tasks = TaskService(settings, broker, self.request_store, self.health.broker)
         self.drones = DroneService(settings, broker, store)
+        self.presence = PresenceBoard(settings, registry, store)
 
 
 def get_store(request: Request) -> TaskStore:
@@ -58,12 +60,17 @@ def get_tasks(request: Request) -> TaskService:
     return _state(request).tasks
 
 
+def get_state(request: Request) -> GatewayState:
+    return _state(request)
+
+
 def get_ws_state(websocket: WebSocket) -> GatewayState:
     return _state(websocket)
 
 
 StoreDep = Annotated[TaskStore, Depends(get_store)]
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
+StateDep = Annotated[GatewayState, Depends(get_state)]
 WsStateDep = Annotated[GatewayState, Depends(get_ws_state)]
 
 
@@ -90,3 +97,13 @@ async def get_identity(
 
 
 IdentityDep = Annotated[Identity | None, Depends(get_identity)]
+
+
+async def require_admin(identity: IdentityDep) -> None:
+    """The gate of the fleet routes (/api/drones, /api/applications, /api/queues): admins only
+    when tokens are on (403 for another valid token, 401 without one)."""
+    if identity is not None and identity.role != "admin":
+        raise Forbidden("the fleet view needs an admin token")
+
+
+AdminDep = Depends(require_admin)

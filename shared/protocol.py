@@ -113,6 +113,38 @@ class CancelTaskResponse(BaseModel):
     message: str = "Processing task cancelled"
 
 
+class DroneInfo(BaseModel):
+    drone_id: str
+    capacity: int
+    tasks_held: int
+    tasks_queued: int
+    connected_since: str
+    last_seen: str
+    gateway: str
+
+
+class DroneList(BaseModel):
+    drones: list[DroneInfo]
+    count: int
+
+
+class ApplicationInfo(BaseModel):
+    app_id: str
+    connected_since: str
+    gateways: list[str]
+
+
+class ApplicationList(BaseModel):
+    applications: list[ApplicationInfo]
+    count: int
+
+
+class QueueDepths(BaseModel):
+    intake: int
+    drone_events: int
+    dead_letters: int
+
+
 class DroneResult(_Inbound):
     task_id: Annotated[str, Field(min_length=1, max_length=128)]
     drone_id: ClientId | None = None

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         default=None, gt=0, description="raise a waiting task's priority by one per interval"
     )
 
+    gateway_name: str | None = Field(
+        default=None, description="how /api/drones names this gateway; unset: host:port"
+    )
+    presence_interval_s: float = Field(
+        default=5.0, gt=0, description="how often a gateway re-announces its connections"
+    )
+
     queue_prefix: str = Field(default="droneflow", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     sweep_interval_s: float = Field(default=1.0, gt=0)
     dispatch_grace_s: float = Field(default=2.0, ge=0)

@@ -360,6 +360,11 @@ def _rows() -> list[Case]:
             get("/metrics"),
             {"admin": "200", "appA": "403", "droneA": "403", NONE: "401"},
         ),
+        (
+            "/api/drones",
+            get("/api/drones"),
+            {"admin": "200", "appA": "403", "droneA": "403", NONE: "401"},
+        ),
         ("/healthz", get("/healthz"), {NONE: "200"}),
         ("/docs", get("/docs"), {NONE: "200"}),
         ("/openapi.json", get("/openapi.json"), {NONE: "200"}),

@@ -248,12 +248,14 @@ async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDe
     unwatch = _watch(state, identity, websocket)
     try:
         await state.registry.attach_app(app_id, websocket)
+        state.presence.apps_changed()
         await _serve_frames(websocket, state, handle, frozenset({PROCESSING_TASK}))
     except TRANSIENT_ERRORS as exc:
         await _close_try_again_later(websocket, exc)
     finally:
         unwatch()
         await state.registry.detach_app(app_id, websocket)
+        state.presence.apps_changed()
 
 
 async def _submit(
@@ -324,8 +326,10 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
     if not await _open(websocket, drone_id, "drone", refusal) or capacity is None:
         return
     session = state.drones.session(drone_id, websocket, capacity)
+    ticket = state.presence.drone_joined(session)
 
     async def handle(frame: dict[str, Any]) -> str | None:
+        ticket.last_seen = now_iso()
         kind = frame["type"]
         if kind == PING:
             return PONG_FRAME
@@ -350,6 +354,7 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
     finally:
         unwatch()
         await state.registry.detach_drone(session)
+        state.presence.drone_left(ticket)
 
 
 def _watch(

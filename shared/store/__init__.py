@@ -29,7 +29,7 @@ Any method raises StoreUnavailable for transient failures, and nothing driver-sp
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from shared.lifecycle import ErrorCode
 from shared.models import NewTask, ResultRecord, TaskRecord
@@ -81,6 +81,24 @@ class TokenRecord:
 class TaskPage:
     tasks: list[TaskRecord]
     next_cursor: str | None
+
+
+PresenceKind = Literal["drone", "application"]
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """One live connection as its gateway announces it, so that every gateway lists the fleet."""
+
+    session_id: str
+    """Unique per connection (drones) or per application and gateway: the key of the entry."""
+    kind: PresenceKind
+    client_id: str
+    gateway: str
+    connected_at: str
+    last_seen: str
+    capacity: int = 0
+    held: int = 0
 
 
 class TaskStore(Protocol):
@@ -233,4 +251,24 @@ class TaskStore(Protocol):
 
     async def revoked_since(self, since: str) -> list[str]:
         """The jtis revoked at or after `since`: gateways poll it to close live sockets."""
+        ...
+
+    # --- presence: who is connected, to any gateway -----------------------------------------
+    async def put_presence(self, entries: Sequence[Presence], ttl_s: float) -> None:
+        """Insert or replace each entry (by session_id), live for `ttl_s` from now. Gateways
+        call it on every heartbeat, so the entries of one that died drop out of
+        `live_presence` once their time runs out; expired entries may be deleted here."""
+        ...
+
+    async def remove_presence(self, session_ids: Sequence[str]) -> None:
+        """Forget these entries (connections that closed); unknown ids are ignored."""
+        ...
+
+    async def live_presence(self, kind: PresenceKind) -> list[Presence]:
+        """Unexpired entries of `kind`, ordered by client_id, then connected_at."""
+        ...
+
+    async def count_queued(self, drone_ids: Sequence[str]) -> dict[str, int]:
+        """For each drone: its tasks in status `pending` that no drone holds (delivery
+        `queued`), i.e. waiting their turn. Every id asked for is a key, 0 when none wait."""
         ...

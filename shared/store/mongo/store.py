@@ -47,6 +47,7 @@ from shared.store.mongo.documents import (
     task_record,
 )
 from shared.store.mongo.errors import translated
+from shared.store.mongo.presence import PRESENCE, PRESENCE_INDEXES, MongoPresence
 from shared.store.mongo.results import (
     read_result,
     results_of_app,
@@ -64,7 +65,7 @@ from shared.store.mongo.transitions import (
 )
 
 
-class MongoTaskStore:
+class MongoTaskStore(MongoPresence):
     """The TaskStore port on MongoDB; `async with MongoTaskStore(url) as store`. The database is
     `database`, else the URL's default database, else "droneflow". Raises StoreUnavailable for
     network and server-selection failures, StoreError for other server errors, and the
@@ -78,6 +79,7 @@ class MongoTaskStore:
         self._tasks: AsyncCollection[Document]
         self._results: AsyncCollection[Document]
         self._tokens: AsyncCollection[Document]
+        self._presence: AsyncCollection[Document]
 
     @translated
     async def __aenter__(self) -> Self:
@@ -98,10 +100,12 @@ class MongoTaskStore:
             )
             self._tasks = db[TASKS]
             self._results = db[RESULTS]
+            self._presence = db[PRESENCE]
             await self._tasks.create_indexes(TASK_INDEXES)
             await self._results.create_indexes(RESULT_INDEXES)
             self._tokens = db[tokens.TOKENS]
             await self._tokens.create_indexes(tokens.TOKEN_INDEXES)
+            await self._presence.create_indexes(PRESENCE_INDEXES)
         except BaseException:
             await client.close()
             raise

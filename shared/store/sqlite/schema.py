@@ -5,6 +5,7 @@ from typing import Final
 
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus, sources
 from shared.models import ResultRecord, TaskRecord
+from shared.store.sqlite.presence import PRESENCE_SCHEMA
 from shared.store.sqlite.tokens import TOKEN_SCHEMA
 
 if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on the build
@@ -104,6 +105,7 @@ SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS ix_results_drone ON processingResults (drone_id, timestamp)",
     "CREATE INDEX IF NOT EXISTS ix_results_timestamp ON processingResults (timestamp)",
     *TOKEN_SCHEMA,
+    *PRESENCE_SCHEMA,
 )
 
 INSERT_TASK_SQL: Final = (

@@ -17,13 +17,15 @@ from shared.models import NewTask, ResultRecord, TaskRecord
 from shared.store import (
     CancelOutcome,
     CreateOutcome,
+    Presence,
+    PresenceKind,
     ResultOutcome,
     StatusOutcome,
     TaskPage,
     TokenRecord,
 )
 from shared.store.cursor import decode_cursor, encode_cursor
-from shared.store.sqlite import jobs, tokens
+from shared.store.sqlite import jobs, presence, tokens
 from shared.store.sqlite.schema import (
     APP_PENDING_FOR_DRONE_SQL,
     COUNT_PENDING_SQL,
@@ -232,6 +234,22 @@ class SQLiteTaskStore:
 
     async def revoked_since(self, since: str) -> list[str]:
         return await self._read(tokens.revoked_since, since)
+
+    # --- presence ------------------------------------------------------------------------------
+    async def put_presence(self, entries: Sequence[Presence], ttl_s: float) -> None:
+        await self._write(presence.put_presence, list(entries), ttl_s)
+
+    async def remove_presence(self, session_ids: Sequence[str]) -> None:
+        if session_ids:
+            await self._write(presence.remove_presence, list(session_ids))
+
+    async def live_presence(self, kind: PresenceKind) -> list[Presence]:
+        return await self._read(presence.live_presence, kind)
+
+    async def count_queued(self, drone_ids: Sequence[str]) -> dict[str, int]:
+        if not drone_ids:
+            return {}
+        return await self._read(presence.count_queued, list(drone_ids))
 
     # --- the worker -----------------------------------------------------------------------
     # Two methods rather than a flag at every call: a batch with any write takes the write lock
