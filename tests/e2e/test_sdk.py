@@ -1,0 +1,128 @@
+"""The SDK end to end against an embedded server: AppClient and DroneWorker over real sockets."""
+
+import asyncio
+
+import pytest
+
+from droneflow.client import AppClient, DroneWorker, Task, TaskFailed, TaskUpdate
+from tests.e2e.conftest import Server
+from tests.processes import ServiceProcess
+from tests.sdk_workers import Gate, fast_backoff, running
+
+
+def make_worker(url: str, drone_id: str, gate: Gate) -> DroneWorker:
+    worker = DroneWorker(url, drone_id=drone_id, capacity=2, backoff=fast_backoff())
+    worker.handler("gated")(gate)
+
+    @worker.handler("explode")
+    async def explode(task: Task) -> dict[str, object]:
+        raise RuntimeError(f"no image at {task.input_data['image_url']}")
+
+    return worker
+
+
+async def collect(updates: "asyncio.Queue[TaskUpdate]", handle_updates: object) -> None:
+    async for update in handle_updates:  # type: ignore[attr-defined]
+        await updates.put(update)
+
+
+async def test_sdk_submit_reports_progress_and_result(server: Server) -> None:
+    gate = Gate()
+    async with (
+        running(make_worker(server.base_url, "SdkDrone", gate)),
+        AppClient(server.ws_url, app_id="SdkApp", backoff=fast_backoff()) as app,
+    ):
+        # Given a submitted task whose handler reported progress
+        handle = await app.submit(
+            drone_id="SdkDrone",
+            task_type="gated",
+            input_data={"image_url": "https://example.com/a.jpg"},
+            priority=4,
+            timeout_s=60,
+            max_attempts=2,
+        )
+        task = await asyncio.wait_for(gate.started.get(), 10)
+        updates = handle.updates()
+        progress = await asyncio.wait_for(anext(updates), 10)
+
+        # When the handler returns
+        gate.opened.set()
+        result = await handle.result(timeout=10)
+        rest = [update async for update in updates]
+
+    # Then the app saw the progress, then the final state, and the result
+    assert (task.task_id, task.priority, task.attempt) == (handle.task_id, 4, 1)
+    assert progress.status == "processing" and progress.additional_data == {"progress": 50}
+    assert [u.status for u in rest] == ["completed"]
+    assert result.result_data == {"echo": {"image_url": "https://example.com/a.jpg"}, "attempt": 1}
+    assert result.processing_time is not None and result.processing_time >= 0
+    assert [u.status for u in handle.history] == ["processing", "completed"]
+
+
+async def test_sdk_handler_exception_becomes_task_failed(server: Server) -> None:
+    async with (
+        running(make_worker(server.base_url, "SdkDrone", Gate())),
+        AppClient(server.base_url, app_id="SdkApp") as app,
+    ):
+        handle = await app.submit(
+            drone_id="SdkDrone", task_type="explode", input_data={"image_url": "nowhere"}
+        )
+        with pytest.raises(TaskFailed) as failed:
+            await handle.result(timeout=10)
+        statuses = [u.status async for u in handle.updates()]
+
+    assert failed.value.error_code == "drone_error"
+    assert failed.value.message == "no image at nowhere"
+    assert statuses == ["failed"]
+
+
+async def test_sdk_cancel_stops_the_handler(server: Server) -> None:
+    gate = Gate()
+    async with (
+        running(make_worker(server.base_url, "SdkDrone", gate)),
+        AppClient(server.base_url, app_id="SdkApp") as app,
+    ):
+        handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={})
+        await asyncio.wait_for(gate.started.get(), 10)
+
+        assert await handle.cancel() is True
+        with pytest.raises(TaskFailed) as failed:
+            await handle.result(timeout=10)
+        final = handle.history[-1]
+        # The handler's asyncio task is cancelled once the drone hears of it
+        assert await asyncio.wait_for(gate.cancelled.get(), 10) == handle.task_id
+        assert await handle.cancel() is False
+
+    assert failed.value.error_code == "cancelled" and final.status == "cancelled"
+
+
+async def test_sdk_survives_kill_9_and_delivers_the_result_once(
+    serve_process: ServiceProcess,
+) -> None:
+    proc = serve_process
+    await proc.start()
+    gate = Gate()
+    worker = make_worker(proc.base_url, "SdkDrone", gate)
+    async with (
+        running(worker),
+        AppClient(proc.base_url, app_id="SdkApp", backoff=fast_backoff()) as app,
+    ):
+        # Given a task a connected worker is running for a connected app
+        handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
+        await asyncio.wait_for(gate.started.get(), 10)
+
+        # When the server dies without warning and comes back
+        proc.kill9()
+        await proc.start()
+        # A submission made around the restart waits for the connection instead of failing
+        second = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 2})
+        await asyncio.wait_for(gate.started.get(), 10)
+        gate.opened.set()
+
+        # Then both results arrive, each once, and no handler ran twice
+        results = [await h.result(timeout=20) for h in (handle, second)]
+        finals = [[u for u in h.history if u.final] for h in (handle, second)]
+
+    assert [r.result_data["echo"] for r in results] == [{"n": 1}, {"n": 2}]
+    assert [len(f) for f in finals] == [1, 1]
+    assert sorted(gate.runs) == sorted([handle.task_id, second.task_id])
