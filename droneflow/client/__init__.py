@@ -12,6 +12,7 @@ from droneflow.client.errors import (
 )
 from droneflow.client.handles import TaskHandle, TaskResult, TaskUpdate
 from droneflow.client.link import Backoff
+from droneflow.client.sync import SyncAppClient, SyncTaskHandle
 from droneflow.client.worker import DroneWorker, Task
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "DroneWorker",
     "RequestFailed",
     "Superseded",
+    "SyncAppClient",
+    "SyncTaskHandle",
     "Task",
     "TaskFailed",
     "TaskHandle",

@@ -4,7 +4,13 @@ import asyncio
 
 import pytest
 
-from droneflow.client import AppClient, DroneWorker, Task, TaskFailed, TaskUpdate
+from droneflow.client import (
+    AppClient,
+    DroneWorker,
+    SyncAppClient,
+    Task,
+    TaskFailed,
+)
 from tests.e2e.conftest import Server
 from tests.processes import ServiceProcess
 from tests.sdk_workers import Gate, fast_backoff, running
@@ -19,11 +25,6 @@ def make_worker(url: str, drone_id: str, gate: Gate) -> DroneWorker:
         raise RuntimeError(f"no image at {task.input_data['image_url']}")
 
     return worker
-
-
-async def collect(updates: "asyncio.Queue[TaskUpdate]", handle_updates: object) -> None:
-    async for update in handle_updates:  # type: ignore[attr-defined]
-        await updates.put(update)
 
 
 async def test_sdk_submit_reports_progress_and_result(server: Server) -> None:
@@ -126,3 +127,19 @@ async def test_sdk_survives_kill_9_and_delivers_the_result_once(
     assert [r.result_data["echo"] for r in results] == [{"n": 1}, {"n": 2}]
     assert [len(f) for f in finals] == [1, 1]
     assert sorted(gate.runs) == sorted([handle.task_id, second.task_id])
+
+
+async def test_sdk_sync_facade_serves_a_script(server: Server) -> None:
+    gate = Gate()
+    gate.opened.set()
+
+    def script() -> tuple[list[str], dict[str, object]]:
+        with SyncAppClient(server.base_url, app_id="SyncApp") as app:
+            handle = app.submit(drone_id="SdkDrone", task_type="gated", input_data={"x": 1})
+            statuses = [update.status for update in handle.updates()]
+            return statuses, handle.result(timeout=10).result_data
+
+    async with running(make_worker(server.base_url, "SdkDrone", gate)):
+        statuses, result = await asyncio.to_thread(script)
+
+    assert statuses[-1] == "completed" and result == {"echo": {"x": 1}, "attempt": 1}
