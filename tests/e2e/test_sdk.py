@@ -1,6 +1,8 @@
 """The SDK end to end against an embedded server: AppClient and DroneWorker over real sockets."""
 
 import asyncio
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,8 @@ from droneflow.client import (
 from tests.e2e.conftest import Server
 from tests.processes import ServiceProcess
 from tests.sdk_workers import Gate, fast_backoff, running
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def make_worker(url: str, drone_id: str, gate: Gate) -> DroneWorker:
@@ -143,3 +147,27 @@ async def test_sdk_sync_facade_serves_a_script(server: Server) -> None:
         statuses, result = await asyncio.to_thread(script)
 
     assert statuses[-1] == "completed" and result == {"echo": {"x": 1}, "attempt": 1}
+
+
+async def test_sdk_examples_run_against_a_server(serve_process: ServiceProcess) -> None:
+    await serve_process.start()
+    url = serve_process.base_url
+    drone = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / "drone.py"), url, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        for script in ("app.py", "script.py"):
+            app = await asyncio.create_subprocess_exec(
+                sys.executable, str(EXAMPLES / script), url, stdout=asyncio.subprocess.PIPE
+            )
+            output, _ = await asyncio.wait_for(app.communicate(), 30)
+            assert app.returncode == 0, output
+            assert b"'type': 'person'" in output
+        # SIGTERM is a graceful stop
+        drone.terminate()
+        _, log = await asyncio.wait_for(drone.communicate(), 30)
+        assert drone.returncode == 0, log
+    finally:
+        if drone.returncode is None:
+            drone.kill()
+            await drone.wait()
