@@ -152,8 +152,9 @@ class AppClient:
         finally:
             self._requests.pop(request_id, None)
         handle = self._tracker.add(TaskHandle(task_id, self.cancel))
-        if self._link.generation != pending.first_generation:
-            # It crossed a reconnect, and the catch-up did not know its task id yet.
+        if self._link.generation > max(pending.first_generation, 1):
+            # It crossed a reconnect (a first connection is none), and the catch-up did not
+            # know its task id yet.
             self._spawn(self._refresh(handle))
         return handle
 

@@ -4,6 +4,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from droneflow.client import (
@@ -14,8 +15,10 @@ from droneflow.client import (
     TaskFailed,
 )
 from tests.e2e.conftest import Server
+from tests.e2e.metrics import counter, wait_counter
 from tests.processes import ServiceProcess
 from tests.sdk_workers import Gate, fast_backoff, running
+from tests.tcp_proxy import LateTcpProxy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -171,3 +174,34 @@ async def test_sdk_examples_run_against_a_server(serve_process: ServiceProcess) 
         if drone.returncode is None:
             drone.kill()
             await drone.wait()
+
+
+async def test_sdk_catches_up_on_a_result_missed_while_away(server_factory: object) -> None:
+    # Notifications expire at once, so one the app misses is gone: only the listing has it
+    server: Server = await server_factory(notification_ttl_s=0.001)  # type: ignore[operator]
+    gate = Gate()
+    async with (
+        LateTcpProxy("127.0.0.1", server.settings.port) as proxy,
+        httpx.AsyncClient(base_url=server.base_url) as http,
+        running(make_worker(server.base_url, "SdkDrone", gate)),
+    ):
+        proxy.open()
+        async with AppClient(
+            f"http://127.0.0.1:{proxy.port}", app_id="AwayApp", backoff=fast_backoff()
+        ) as app:
+            # Given a task in progress, when the app's link drops and the task completes
+            handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={})
+            await asyncio.wait_for(gate.started.get(), 10)
+            stored = await counter(http, "droneflow_results_stored")
+            proxy.cut()
+            await proxy.turned_away_at_least(1)
+            gate.opened.set()
+            await wait_counter(http, "droneflow_results_stored", stored + 1)
+            await proxy.turned_away_at_least(2)
+
+            # Then, once the app is back, the result reaches the handle, once
+            proxy.open()
+            result = await handle.result(timeout=10)
+
+    assert result.result_data == {"echo": {}, "attempt": 1}
+    assert [u.status for u in handle.history if u.final] == ["completed"]
