@@ -125,11 +125,20 @@ class Link:
                 if self._on_connect is not None:
                     await self._on_connect(welcome)
                 async for raw in socket:
-                    await self._on_frame(orjson.loads(raw))
+                    await self._dispatch(raw)
             finally:
                 self.connected.clear()
                 self._socket = None
             self._raise_if_final(socket, welcomed=True)
+
+    async def _dispatch(self, raw: str | bytes) -> None:
+        # One odd frame (not JSON, or one the callback cannot handle) must not end the link.
+        try:
+            frame = orjson.loads(raw)
+            if isinstance(frame, dict):
+                await self._on_frame(frame)
+        except Exception:
+            log.exception("%s: could not handle a frame: %.200r", self.url, raw)
 
     async def _welcome(self, socket: ClientConnection) -> Frame:
         try:

@@ -59,7 +59,11 @@ class SyncAppClient:
     def __enter__(self) -> Self:
         self._thread.start()
         url, app_id, token, backoff = self._arguments
-        self._client = self.call(self._enter(AppClient(url, app_id, token, backoff=backoff)))
+        try:
+            self._client = self.call(self._enter(AppClient(url, app_id, token, backoff=backoff)))
+        except BaseException:
+            self._stop_loop()
+            raise
         return self
 
     def __exit__(
@@ -69,9 +73,12 @@ class SyncAppClient:
             if self._client is not None:
                 self.call(self._client.close())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     @staticmethod
     async def _enter(client: AppClient) -> AppClient:
