@@ -36,6 +36,12 @@ class LateTcpProxy:
     def open(self) -> None:
         self._accepting = True
 
+    def cut(self) -> None:
+        """Drop every forwarded connection and turn new ones away until open() again."""
+        self._accepting = False
+        for pipe in self._pipes:
+            pipe.cancel()
+
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:

@@ -76,7 +76,9 @@ def usable(raw: str | bytes, kinds: dict[str, type[BaseModel] | None]) -> bool:
         frame = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return False
-    if not isinstance(frame, dict) or frame.get("type") not in kinds:
+    # A type that is a list or an object is unusable too, and unhashable: test it first.
+    kind = frame.get("type") if isinstance(frame, dict) else None
+    if not isinstance(kind, str) or kind not in kinds:
         return False
     model = kinds[frame["type"]]
     if model is None:
