@@ -47,6 +47,7 @@ def _uvicorn_server(
         http=limited_http_protocol(ConnectionLimits.of(settings)),
         ws=WebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=settings.ws_compression,
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",

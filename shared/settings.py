@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_frame_bytes: int = Field(default=1024 * 1024, gt=0)
     max_drone_capacity: int = Field(default=32, ge=1)
+    ws_compression: bool = Field(
+        default=False,
+        description="accept permessage-deflate when a client offers it; off, an idle socket "
+        "costs ~38 kB less (zlib state), and clients simply talk uncompressed",
+    )
 
     # Limits (issue 8). The defaults sit well above what bench/loadgen.py needs: one app there
     # submits up to ~5,000 tasks/s over one socket, with at most a few hundred tasks waiting.

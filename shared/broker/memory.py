@@ -5,6 +5,9 @@ priority queues, per-consumer prefetch, manual acks, requeue in place, dead lett
 Nothing polls. Messages are pushed to consumers as they arrive: `publish` hands a message straight
 to a consumer with a free slot, and a handler that finishes pulls the next one. A queue keeps a
 deque of its consumers that have a free slot, so each hand-over is O(log n) (one heap pop).
+
+A queue that is empty and has no consumer is forgotten: it is the same as one not yet declared,
+and a gateway that sees 18,000 drones come and go must not keep a queue for each of them.
 """
 
 import asyncio
@@ -37,7 +40,7 @@ class _Message:
 
 
 class _Queue:
-    __slots__ = ("heap", "ready", "spec")
+    __slots__ = ("consumers", "heap", "ready", "spec")
 
     def __init__(self, spec: QueueSpec) -> None:
         self.spec = spec
@@ -45,6 +48,7 @@ class _Queue:
         self.heap: list[tuple[int, int, _Message]] = []
         # Consumers with a free slot, in round-robin order; each appears at most once.
         self.ready: deque[_Consumer] = deque()
+        self.consumers = 0
 
 
 class _Consumer:
@@ -120,9 +124,12 @@ class _TopicSubscription:
         self.handler = handler
 
     async def cancel(self) -> None:
-        subscribers = self._broker._topics.get(self.topic)
+        topics = self._broker._topics
+        subscribers = topics.get(self.topic)
         if subscribers is not None:
             subscribers.pop(self, None)
+            if not subscribers:
+                del topics[self.topic]
 
 
 class InMemoryBroker:
@@ -181,6 +188,7 @@ class InMemoryBroker:
         q = self._queue(queue)
         consumer = _Consumer(self, q, handler, prefetch)
         self._consumers.add(consumer)
+        q.consumers += 1
         consumer.in_ready = True
         q.ready.append(consumer)
         self._dispatch(q)
@@ -198,6 +206,8 @@ class InMemoryBroker:
         return subscription
 
     async def queue_depth(self, queue: QueueSpec) -> int:
+        if queue.name not in self._queues:
+            return 0  # declaring it here would only keep an empty queue
         q = self._queue(queue)
         if queue.message_ttl_s is not None:
             # Off the hot path, so drop every expired message, not only those at the head.
@@ -206,7 +216,13 @@ class InMemoryBroker:
             if len(live) != len(q.heap):
                 heapq.heapify(live)
                 q.heap = live
+                self._forget_if_unused(q)
         return len(q.heap)
+
+    def queue_names(self) -> set[str]:
+        """The queues this broker holds now: those with messages or a consumer, and the dead
+        letters' (for tests of what departed ids leave behind)."""
+        return set(self._queues)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -309,17 +325,36 @@ class InMemoryBroker:
             return
         consumer.cancelled = True
         self._consumers.discard(consumer)
+        q = consumer.queue
+        q.consumers -= 1
         if consumer.in_ready:
             consumer.in_ready = False
             # O(consumers of this queue), once per cancel; a queue rarely has more than a few.
-            consumer.queue.ready.remove(consumer)
+            q.ready.remove(consumer)
         idle, consumer.idle = consumer.idle, []
         for waiter in idle:
             if not waiter.done():
                 waiter.set_result(None)  # its worker ends
+        # Deliveries its handlers still hold may come back: _live_queue declares it again.
+        self._forget_if_unused(q)
+
+    def _forget_if_unused(self, q: _Queue) -> None:
+        unused = not q.heap and not q.consumers and q is not self._dead_letters
+        if unused and self._queues.get(q.spec.name) is q:
+            del self._queues[q.spec.name]
+
+    def _live_queue(self, q: _Queue) -> _Queue:
+        """The queue now declared under q's name: q itself, unless it was forgotten meanwhile
+        (a delivery outlived its queue's last consumer). Nothing awaits between this and the
+        push that follows, so no publish can slip in between."""
+        live = self._queues.get(q.spec.name)
+        if live is None:
+            live = self._queues[q.spec.name] = q
+        return live
 
     def _requeue(self, q: _Queue, message: _Message) -> None:
         message.redelivered = True
+        q = self._live_queue(q)
         heapq.heappush(q.heap, (message.key, message.seq, message))
         if q.ready and not self._closed:
             self._dispatch(q)
