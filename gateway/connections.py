@@ -79,9 +79,17 @@ class DroneSession:
 
     async def start(self) -> None:
         """Send the drone again what the store says it holds (an earlier session of it dropped,
-        here or on a gateway that died), then start consuming for its free slots."""
+        here or on a gateway that died), up to its capacity, then consume for any slot left.
+
+        The store can say the drone holds more than its capacity: a slot is freed once the
+        drone's result is handed to the broker, before the result writer stores it. So what
+        does not fit waits in `_adoptable`, and is re-checked against the store as slots free:
+        a task whose result landed meanwhile is not sent again."""
         for task in await self._store.held_by(self.drone_id):
-            await self._resend(task)
+            if self._free_slots() > 0:
+                await self._resend(task)
+            else:
+                self._adoptable.add(task.task_id)
         await self._resume_if_free()
 
     async def adopt(self, task_id: str) -> None:
@@ -102,8 +110,15 @@ class DroneSession:
             return
         if task is None or task.is_terminal or task.delivery != "delivered":
             return  # ended, or timed out and queued again, meanwhile
-        if task.drone_id == self.drone_id:
-            await self._resend(task)
+        if task.drone_id != self.drone_id:
+            return
+        # Checked again after the read: adopts run concurrently (several results free slots at
+        # once, hints arrive meanwhile), and each saw a free slot before awaiting the store.
+        # _resend takes the slot with no await in between.
+        if self._free_slots() <= 0:
+            self._adoptable.add(task_id)
+            return
+        await self._resend(task)
 
     async def finished(self, task_id: str) -> None:
         """The drone reported a result, or the task was cancelled or timed out: free its slot."""

@@ -133,3 +133,35 @@ async def test_a_newer_session_starts_though_the_older_socket_is_already_gone(
     assert [(f["type"], f["task_id"]) for f in new_socket.frames] == [
         ("processing_task", task.task_id)
     ]
+
+
+async def test_concurrent_adoptions_send_no_more_than_the_capacity(gateway: Gateway) -> None:
+    # Given a session with one slot, and two tasks the store says the drone holds
+    socket = RecordingSocket()
+    session = gateway.session(socket, capacity=1)
+    first, second = await gateway.claimed(), await gateway.claimed()
+    # When both are adopted at once (each sees the free slot before reading the store)
+    await asyncio.gather(session.adopt(first.task_id), session.adopt(second.task_id))
+    # Then one is sent, and the other waits for the slot
+    assert len(socket.frames) == 1
+    sent = socket.frames[0]["task_id"]
+    await session.finished(sent)
+    assert [f["task_id"] for f in socket.frames] == [
+        sent,
+        ({first.task_id, second.task_id} - {sent}).pop(),
+    ]
+
+
+async def test_a_restart_with_more_held_than_capacity_sends_only_the_capacity(
+    gateway: Gateway,
+) -> None:
+    # Given three tasks the store says the drone holds (results in flight count until stored)
+    held = [await gateway.claimed() for _ in range(3)]
+    # When a session with two slots starts
+    socket = RecordingSocket()
+    session = gateway.session(socket, capacity=2)
+    await session.start()
+    # Then two are sent, resumed, and the third only once a slot is free
+    assert [f["resumed"] for f in socket.frames] == [True, True]
+    await session.finished(socket.frames[0]["task_id"])
+    assert {f["task_id"] for f in socket.frames} == {task.task_id for task in held}
