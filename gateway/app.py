@@ -23,6 +23,7 @@ from gateway.limits import BodySizeLimit
 from gateway.origins import OriginCheck, parse_origins
 from gateway.readiness import GatewayHealth, unavailable_response
 from gateway.routes import fleet, rest, ws
+from gateway.routes.responses import ADMIN_ONLY
 from gateway.socket_limits import install_limits
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
@@ -123,7 +124,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, responses=ADMIN_ONLY)
     async def metrics(identity: IdentityDep) -> PlainTextResponse:
         may_read_metrics(identity)
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
