@@ -92,39 +92,48 @@ class DroneSession:
                 self._adoptable.add(task.task_id)
         await self._resume_if_free()
 
-    async def adopt(self, task_id: str) -> None:
-        """An older session of this drone closed holding `task_id`: send it here if the store
-        still says the drone holds it. Only a hint, and it may follow `start`, which found the
-        task already; one the older session claimed after `start` read the store is found
-        only this way. It waits for a free slot, so the drone gets no more than its capacity."""
+    async def adopt(self, task_id: str) -> bool:
+        """An older session of this drone closed holding `task_id`, or this one started with
+        more held than it has slots: send it here if the store still says the drone holds it.
+        It waits for a free slot, so the drone gets no more than its capacity. False when the
+        store could not be read: the task waits, and a retry is scheduled."""
         if self.closed or task_id in self.held:
-            return
+            return True
         if self._free_slots() <= 0:
             self._adoptable.add(task_id)
-            return
+            return True
         try:
             task = await self._store.get_task(task_id)
         except TRANSIENT_ERRORS as exc:
-            # Still delivered to the drone: its next connection, or the timeout, finds it.
-            log.warning("could not resume %s for drone %s now: %s", task_id, self.drone_id, exc)
-            return
+            # Not dropped: a task left waiting here would stay delivered to a connected drone
+            # that never gets it, until its in-progress timeout.
+            log.warning("could not resume %s for drone %s yet: %s", task_id, self.drone_id, exc)
+            self._adoptable.add(task_id)
+            self._retry_resume_later()
+            return False
         if task is None or task.is_terminal or task.delivery != "delivered":
-            return  # ended, or timed out and queued again, meanwhile
+            return True  # ended, or timed out and queued again, meanwhile
         if task.drone_id != self.drone_id:
-            return
+            return True
         # Checked again after the read: adopts run concurrently (several results free slots at
         # once, hints arrive meanwhile), and each saw a free slot before awaiting the store.
         # _resend takes the slot with no await in between.
         if self._free_slots() <= 0:
             self._adoptable.add(task_id)
-            return
+            return True
         await self._resend(task)
+        return True
 
     async def finished(self, task_id: str) -> None:
         """The drone reported a result, or the task was cancelled or timed out: free its slot."""
         self.held.pop(task_id, None)
+        await self._fill_free_slots()
+
+    async def _fill_free_slots(self) -> None:
+        """Tasks the drone already holds first (waiting adoptions), then new ones."""
         while self._adoptable and self._free_slots() > 0:
-            await self.adopt(self._adoptable.pop())
+            if not await self.adopt(self._adoptable.pop()):
+                return  # the store is away: _resume_after_pause tries again
         await self._resume_if_free()
 
     async def drop(self, task_id: str, reason: str) -> None:
@@ -260,7 +269,7 @@ class DroneSession:
     async def _resume_after_pause(self) -> None:
         await asyncio.sleep(RESUME_RETRY_S)
         self._resume_retry = None  # so that a failure below can schedule the next attempt
-        await self._resume_if_free()
+        await self._fill_free_slots()
 
 
 class NotifiedLog:
