@@ -62,26 +62,27 @@ class DroneService:
                 result.timestamp = normalize_timestamp(result.timestamp)
             except ValueError:
                 raise InvalidTimestamp(result.task_id) from None
-        event = DroneEvent(
-            kind="result",
-            drone_id=session.drone_id,
-            app_id=task.app_id,
-            received_at=now_iso(),
-            result=result,
-        )
-        await self.broker.publish(self.queues.drone_events, event.encode())
+        await self._publish(session, task, result)
         await session.finished(task.task_id)
 
     async def report_status(self, session: DroneSession, update: DroneStatusUpdate) -> None:
         if update.status not in DRONE_REPORTABLE:
             raise StatusNotReportable(update.task_id)
         task = await self._owned_task(session, update.task_id, update.drone_id)
+        await self._publish(session, task, update)
+
+    async def _publish(
+        self, session: DroneSession, task: TaskRecord, report: DroneResult | DroneStatusUpdate
+    ) -> None:
+        """On to the result writer, with who reported, whose task it is, and when."""
+        is_result = isinstance(report, DroneResult)
         event = DroneEvent(
-            kind="status",
+            kind="result" if is_result else "status",
             drone_id=session.drone_id,
             app_id=task.app_id,
             received_at=now_iso(),
-            status=update,
+            result=report if isinstance(report, DroneResult) else None,
+            status=report if isinstance(report, DroneStatusUpdate) else None,
         )
         await self.broker.publish(self.queues.drone_events, event.encode())
 

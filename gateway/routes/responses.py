@@ -23,6 +23,8 @@ EVERY_ROUTE: Final[Responses] = {
     429: _error("too many requests or pending tasks: retry after `Retry-After` seconds"),
     503: _error("the store is unavailable: retry after `Retry-After` seconds"),
 }
+
+
 def _json_error(description: str) -> dict[str, Any]:
     """For a route whose own answer is not JSON (its errors still are)."""
     schema = {"schema": ErrorBody.model_json_schema()}
