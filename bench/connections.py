@@ -22,7 +22,7 @@ import orjson
 from generators import run_loop
 from idle_drones import IdleFleetProcesses, lift_open_file_limit
 from procfs import memory_mib, now
-from server_process import Target, log_problems, started_server, stop_server, wait_healthy
+from server_process import Target, started_server, stop_and_report, wait_healthy
 from websockets.asyncio.client import ClientConnection, connect
 
 SETTLE_S = 2.0  # after connecting or closing, before RSS is read: the server finishes its work
@@ -161,15 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             target = stack.enter_context(started_server(args))
         wait_healthy(target, args.startup_timeout_s)
         ok = run_loop(lambda: measure(args, target))
-        if target.process is not None:
-            code, took_s = stop_server(target)
-            ok &= code == 0
-            print(f"server stopped by SIGTERM in {took_s:.1f} s, exit code {code}")
-            problems = log_problems(target)
-            if problems:
-                print(f"server log: {len(problems)} warning/error lines, first ones:")
-                for line in problems[:5]:
-                    print(f"  {line}")
+        ok &= stop_and_report(target)
     return 0 if ok else 1
 
 

@@ -25,7 +25,7 @@ from fleet import PRIORITIES, FleetSpec
 from generators import ChildProcessGenerator, InProcessGenerator, run_loop
 from procfs import CpuSample, cpu_s, memory_mib, now
 from report import Run, report_server, summarize, write_json
-from server_process import Target, log_problems, started_server, stop_server, wait_healthy
+from server_process import Target, started_server, stop_and_report, wait_healthy
 
 # bench/distributed.py imports these from here.
 __all__ = ["cpu_s", "main", "memory_mib"]
@@ -196,16 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_loop(lambda: measure(args, target))
         complete = summarize(runs)
         server = report_server(target)
-        healthy = True
-        if target.process is not None:
-            code, took_s = stop_server(target)
-            healthy = code == 0
-            print(f"server stopped by SIGTERM in {took_s:.1f} s, exit code {code}")
-            problems = log_problems(target)
-            if problems:
-                print(f"server log: {len(problems)} warning/error lines, first ones:")
-                for line in problems[:5]:
-                    print(f"  {line}")
+        healthy = stop_and_report(target)
         if args.json:
             write_json(args, runs, server)
     return 0 if complete and healthy else 1

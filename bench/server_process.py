@@ -125,3 +125,18 @@ def log_problems(target: Target) -> list[str]:
     words = ("WARNING", "ERROR", "CRITICAL", "Traceback")
     text = target.log_path.read_text(errors="replace")
     return [line for line in text.splitlines() if any(word in line for word in words)]
+
+
+def stop_and_report(target: Target) -> bool:
+    """SIGTERM a server this run started, print how it went and its log's warnings; True when
+    it exited 0. A server given by --url is left running (True)."""
+    if target.process is None:
+        return True
+    code, took_s = stop_server(target)
+    print(f"server stopped by SIGTERM in {took_s:.1f} s, exit code {code}")
+    problems = log_problems(target)
+    if problems:
+        print(f"server log: {len(problems)} warning/error lines, first ones:")
+        for line in problems[:5]:
+            print(f"  {line}")
+    return code == 0
