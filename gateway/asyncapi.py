@@ -46,6 +46,51 @@ SAMPLE_VALUES: Final[dict[str, Any]] = {
 example only when it has a value here (and that value is not None)."""
 
 
+FIELD_NOTES: Final[dict[str, str]] = {
+    "timeout_s": "In-progress timeout, in seconds: a drone holding the task longer loses it, and "
+    "it is tried again (default `DRONEFLOW_DEFAULT_TIMEOUT_S`)",
+    "ttl_s": "How long the task may wait for a drone, in seconds, before it fails as `expired`",
+    "max_attempts": "In-progress timeouts before the task fails with `max_attempts` (default 3)",
+    "idempotency_key": "Per application: the same key again answers with the same task",
+    "priority": "1 (lowest) to 5 (highest)",
+    "task_type": "What the drone is to do, e.g. `image_analysis`",
+    "input_data": "What the drone needs for the task",
+    "TaskRequest.app_id": "If present, equal to the id in the path",
+    "TaskRequest.drone_id": "The drone to run the task",
+    "DroneResult.drone_id": "If present, equal to the id in the path",
+    "DroneStatusUpdate.drone_id": "If present, equal to the id in the path",
+    "DroneStatusUpdate.status": "`processing`, the only status a drone reports",
+    "DroneStatusUpdate.additional_data": 'Progress for the application, e.g. `{"progress": 50}`',
+    "DroneResult.timestamp": "ISO 8601: when the drone finished",
+    "CancelTask.request_id": "Any JSON value, echoed in `task_cancelled`",
+    "TaskCreated.request_id": "The `request_id` of the `processing_task` frame",
+    "TaskCancelled.request_id": "The `request_id` of the `cancel_task` frame",
+    "TaskWithdrawn.reason": "`cancelled` by its application, or `timeout` (in progress too long)",
+    "StatusUpdate.status": "The task's status now",
+    "result_data": "The drone's result",
+    "processing_time": "Seconds the drone spent on the task",
+    "success": "false ends the task as failed (`drone_error`)",
+    "error_message": "Why the drone failed the task",
+    "task_id": "The task's id",
+    "result_id": "The result's id",
+    "client_id": "The id in the socket's path",
+    "app_id": "The application that created the task",
+    "drone_id": "The drone the task is assigned to",
+    "code": "One of the error codes",
+    "message": "What went wrong, for people",
+    "timestamp": "ISO 8601, UTC",
+}
+"""Descriptions of fields whose model has none, by `Model.field` or else by field name."""
+
+
+def _describe_fields(schemas: dict[str, Any]) -> None:
+    for model, schema in schemas.items():
+        for name, prop in schema.get("properties", {}).items():
+            note = FIELD_NOTES.get(f"{model}.{name}", FIELD_NOTES.get(name))
+            if note is not None and name != "type":
+                prop.setdefault("description", note)
+
+
 def example(model: type[BaseModel]) -> dict[str, Any]:
     """An instance of `model` as JSON: SAMPLE_VALUES where they name the field, else the first
     value the field's type allows. Tests check that each one validates against its model."""
@@ -146,6 +191,7 @@ def asyncapi_document() -> dict[str, Any]:
     _, schemas = models_json_schema(
         [(model, "validation") for model in models], ref_template=SCHEMA_REF
     )
+    _describe_fields(schemas["$defs"])
     operations: dict[str, Any] = {}
     for channel in CHANNELS:
         title = channel.name.capitalize()
