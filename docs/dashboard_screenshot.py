@@ -1,8 +1,9 @@
 """Takes docs/dashboard.png: `python docs/dashboard_screenshot.py`.
 
 Starts `droneflow serve` on a free port with a throwaway data dir, two SDK drones and an
-application that submits a few tasks (one fails, one is cancelled, two are running and one waits), then
-shoots /dashboard in headless Chromium (Debian's, as tests/e2e/test_dashboard.py does)."""
+application that submits a few tasks (one fails, one is cancelled, two are running and one
+waits), then shoots /dashboard in headless Chromium (Debian's, as tests/e2e/test_dashboard.py
+does)."""
 
 import asyncio
 import os
