@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import jsonschema_rs
 
+import shared.protocol
 from tests.e2e.clients import WsClient, result_message, task_body
 from tests.e2e.conftest import Server
 
@@ -91,3 +92,37 @@ async def test_every_frame_the_server_sends_is_documented_for_its_socket(
     assert {f["type"] for f in app.received} == set(sent_messages(document, "application"))
     assert {f["type"] for f in drone_frames} == set(sent_messages(document, "drone"))
     assert str(superseded_code) in document["channels"]["drone"]["x-close-codes"]
+
+
+def client_sent_types(document: dict[str, Any], channel: str) -> set[str]:
+    messages = document["operations"][f"receiveFrom{channel.capitalize()}"]["messages"]
+    return {
+        document["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]["name"]
+        for ref in messages
+    }
+
+
+async def test_each_socket_handles_exactly_the_message_types_documented_for_it(
+    server: Server, http: httpx.AsyncClient
+) -> None:
+    """Every message type of shared.protocol is sent to both sockets (with empty data): the
+    documented ones are handled (a reply other than `unknown_type`), the others refused."""
+    document = (await http.get("/asyncapi.json")).json()
+    every_type = sorted(
+        value
+        for name, value in vars(shared.protocol).items()
+        if name.isupper() and isinstance(value, str) and value == name.lower()
+    )
+    for channel, url in [("application", server.app_ws(APP)), ("drone", server.drone_ws(DRONE))]:
+        documented = client_sent_types(document, channel)
+        async with WsClient(url) as client:
+            await client.wait_type("connection_established")
+            handled = set()
+            for message_type in every_type:
+                before = len(client.received)
+                await client.send({"type": message_type, "data": {}})
+                await client.roundtrip_ping()
+                replies = client.received[before:-1]
+                if not any(r.get("code") == "unknown_type" for r in replies):
+                    handled.add(message_type)
+        assert handled == documented, channel

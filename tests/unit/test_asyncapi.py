@@ -1,11 +1,11 @@
 """The AsyncAPI document: valid AsyncAPI 3.0, every reference resolves, and it names every frame
-the WebSocket route handles, every close code and every error code the server uses.
+model, message type, close code and error code of the protocol, with examples its models accept.
+(tests/e2e/test_frames_documented.py holds a real server to it.)
 
 tests/data/asyncapi-3.0.0.schema.json is the official JSON schema of AsyncAPI 3.0.0
 (`schemas/3.0.0-without-$id.json` of the npm package @asyncapi/specs 6.11.1, Apache-2.0),
 minified."""
 
-import ast
 import json
 from pathlib import Path
 from typing import Any, get_args
@@ -16,8 +16,7 @@ import pytest
 import shared.frames
 import shared.protocol
 from gateway.asyncapi import asyncapi_document, example, frame_models
-from gateway.routes import ws
-from shared.frames import CHANNELS, CLOSE_SERVICE_RESTART, Frame
+from shared.frames import CHANNELS, CLOSE_SERVICE_RESTART, Channel, Frame
 
 ASYNCAPI_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "asyncapi-3.0.0.schema.json"
 DOCUMENT = asyncapi_document()
@@ -50,26 +49,6 @@ def type_of(model: type[Frame]) -> str:
     return message_type
 
 
-def handled_types(route: str) -> set[str]:
-    """The message types a WebSocket route of gateway/routes/ws.py compares a frame's `kind`
-    with: what the server really accepts on that socket."""
-    tree = ast.parse(Path(ws.__file__).read_text())
-    function = next(
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.AsyncFunctionDef) and node.name == route
-    )
-    return {
-        getattr(shared.protocol, comparator.id)
-        for node in ast.walk(function)
-        if isinstance(node, ast.Compare)
-        and isinstance(node.left, ast.Name)
-        and node.left.id == "kind"
-        for comparator in node.comparators
-        if isinstance(comparator, ast.Name)
-    }
-
-
 def test_asyncapi_document_is_valid_asyncapi_3() -> None:
     validator = jsonschema_rs.validator_for(json.loads(ASYNCAPI_SCHEMA.read_text()))
     errors = [f"{list(e.instance_path)}: {e.message}" for e in validator.iter_errors(DOCUMENT)]
@@ -92,18 +71,13 @@ def test_asyncapi_every_ref_resolves() -> None:
         assert resolve(DOCUMENT, ref) is not None, ref
 
 
-@pytest.mark.parametrize(
-    ("channel", "route"),
-    [("application", "application_socket"), ("drone", "drone_socket")],
-)
-def test_asyncapi_channel_names_every_frame_the_route_handles(channel: str, route: str) -> None:
-    spec = next(c for c in CHANNELS if c.name == channel)
-    received = DOCUMENT["operations"][f"receiveFrom{channel.capitalize()}"]["messages"]
-    documented = {
-        resolve(DOCUMENT, resolve(DOCUMENT, ref["$ref"])["$ref"])["name"] for ref in received
-    }
-    assert documented == handled_types(route) == {type_of(m) for m in spec.client_sends}
-    assert DOCUMENT["channels"][channel]["address"] == f"/ws/{channel}/{{{spec.parameter}}}"
+@pytest.mark.parametrize("channel", CHANNELS, ids=lambda c: c.name)
+def test_asyncapi_channel_names_every_frame_of_its_models(channel: Channel) -> None:
+    spec = DOCUMENT["channels"][channel.name]
+    models = (*channel.client_sends, *channel.server_sends)
+    assert list(spec["messages"]) == [m.__name__ for m in models]
+    assert spec["address"] == f"/ws/{channel.name}/{{{channel.parameter}}}"
+    assert list(spec["parameters"]) == [channel.parameter]
 
 
 def test_asyncapi_every_message_type_of_the_protocol_is_documented() -> None:
