@@ -1,6 +1,7 @@
-"""Every frame a real server sends is a message that its /asyncapi.json documents for that socket
-and direction, with no field the document does not name, and every kind of frame each socket
-can receive is sent at least once here (so a new kind fails until it is documented)."""
+"""A real server keeps to its /asyncapi.json: every frame it sends is a message documented for
+that socket and direction, with no field the document does not name (and every kind it can send
+is seen here, so a new kind fails until it is documented), and each socket handles exactly the
+message types documented as sent to it."""
 
 from typing import Any
 
