@@ -48,7 +48,13 @@ def unavailable_response(
 router = APIRouter()
 
 
-@router.get("/readyz", responses={**answers(Readiness), 503: {"model": Readiness}})
+@router.get(
+    "/readyz",
+    responses={
+        **answers(Readiness),
+        503: {"model": Readiness, "description": "the store cannot be read"},
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """503 while the store cannot be read: this gateway can then take no task. RabbitMQ away is
     reported but leaves it ready, since tasks are still accepted (routed once it is back)."""
