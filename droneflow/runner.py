@@ -19,6 +19,7 @@ from result_writer.service import ResultWriter
 from shared.broker import Broker
 from shared.errors import TRANSIENT_ERRORS
 from shared.health import observed_adapters
+from shared.service_http import service_http
 from shared.settings import Settings
 from shared.store import TaskStore
 from shared.tokens import TokenKeys
@@ -140,20 +141,24 @@ def _serve_metrics(settings: Settings) -> None:
 
 
 async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
-    _serve_metrics(settings)
-    await _supervised(
-        "dispatcher",
-        settings,
-        stop,
-        lambda broker, store: _dispatcher(settings, broker, store).run(stop),
-    )
+    async with service_http("dispatcher", settings) as health:
+        await _supervised(
+            "dispatcher",
+            settings,
+            stop,
+            lambda broker, store: health.serving(
+                broker, store, _dispatcher(settings, broker, store).run(stop)
+            ),
+        )
 
 
 async def run_result_writer(settings: Settings, stop: asyncio.Event) -> None:
-    _serve_metrics(settings)
-    await _supervised(
-        "result writer",
-        settings,
-        stop,
-        lambda broker, store: _result_writer(settings, broker, store).run(stop),
-    )
+    async with service_http("result writer", settings) as health:
+        await _supervised(
+            "result writer",
+            settings,
+            stop,
+            lambda broker, store: health.serving(
+                broker, store, _result_writer(settings, broker, store).run(stop)
+            ),
+        )
