@@ -86,24 +86,36 @@ QUEUE_DEPTH = Gauge(
 )
 
 MAX_TASK_TYPES: Final = 100
-OTHER_TASK_TYPE: Final = "other"
+OTHER_LABEL: Final = "other"
 QUEUE_DEPTH_TIMEOUT_S: Final = 1.0
+
+
+class BoundedLabels:
+    """The first `limit` distinct values pass as themselves, the rest as `other`: a label fed
+    by clients then has at most limit + 1 values, whatever they send."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._passed: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._passed:
+            return value
+        if len(self._passed) < self.limit:
+            self._passed.add(value)
+            return value
+        return OTHER_LABEL
+
 
 _queued_stage = TASK_STAGE.labels(stage="queued")
 _delivered_stage = TASK_STAGE.labels(stage="delivered")
 _round_trip_by_status: dict[str, Histogram] = {}
-_task_type_labels: dict[str, str] = {}
-"""The task types this process labels as themselves: the first MAX_TASK_TYPES it sees."""
+_task_type_label = BoundedLabels(MAX_TASK_TYPES)
 _tasks_by_status_and_type: dict[tuple[str, str], Counter] = {}
 
 
 def _count_task(status: str, task_type: str) -> None:
-    label = _task_type_labels.get(task_type)
-    if label is None:
-        if len(_task_type_labels) < MAX_TASK_TYPES:
-            label = _task_type_labels[task_type] = task_type
-        else:
-            label = OTHER_TASK_TYPE
+    label = _task_type_label(task_type)
     # The labelled children are kept: labels() validates and takes a lock on every call.
     child = _tasks_by_status_and_type.get((status, label))
     if child is None:
