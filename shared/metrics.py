@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shared.broker import Broker
 from shared.broker.queues import Queues
+from shared.errors import DroneflowError
 from shared.models import TaskRecord
 
 TASKS_SUBMITTED = Counter("droneflow_tasks_submitted", "Tasks accepted from applications")
@@ -185,7 +186,7 @@ async def refresh_queue_depths(broker: Broker, queues: Queues) -> None:
     try:
         async with asyncio.timeout(QUEUE_DEPTH_TIMEOUT_S):
             depths = await asyncio.gather(*(broker.queue_depth(q) for q in shared.values()))
-    except Exception:  # any failure means the same: no depth to show this time
+    except (DroneflowError, TimeoutError):
         QUEUE_DEPTH.clear()
         return
     for name, depth in zip(shared, depths, strict=True):
