@@ -54,7 +54,13 @@ class ServiceHealth:
 
     async def readyz(self, request: Request) -> Response:
         if self._adapters is None:
-            body = {"status": "unavailable", "service": self.service, "reason": NOT_STARTED}
+            body = {
+                "status": "unavailable",
+                "rabbitmq": "unknown",
+                "store": "unknown",
+                "reason": NOT_STARTED,
+                "service": self.service,
+            }
             return JSONResponse(body, status_code=503)
         broker, store = self._adapters
         timeout_s = max(self.settings.store_timeout_s, self.settings.publish_timeout_s) + 1.0

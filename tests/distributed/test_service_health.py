@@ -2,14 +2,20 @@
 /readyz and /metrics on DRONEFLOW_METRICS_PORT; and each move of a task is measured in the
 process that stores it. Each process is fresh, so its counters start at zero."""
 
+import asyncio
 import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from tests.e2e.clients import WsClient, result_message, task_body
 from tests.processes import Cluster, ServiceProcess
-from tests.scrape import scrape
+from tests.scrape import scrape, wait_status
+from tests.tcp_proxy import LateTcpProxy
+
+RETRY_TIMEOUT_S = 30.0
 
 pytestmark = pytest.mark.distributed
 
@@ -79,3 +85,33 @@ async def test_each_move_of_a_task_is_measured_by_the_process_that_stores_it(
     assert at_writer.value("droneflow_task_round_trip_seconds_count", **completed) == 1
     assert at_writer.value("droneflow_task_stage_seconds_count", stage="delivered") == 1
     assert at_writer.value("droneflow_tasks_total", task_type="survey", **completed) == 1
+
+
+async def test_a_dispatcher_that_cannot_connect_yet_is_not_ready_until_it_does(
+    cluster_factory: object, tmp_path: Path
+) -> None:
+    cluster: Cluster = await cluster_factory(gateways=0, dispatchers=0, writers=0)  # type: ignore[operator]
+    amqp = urlsplit(cluster.env["DRONEFLOW_BROKER_URL"])
+    async with LateTcpProxy(amqp.hostname or "127.0.0.1", amqp.port or 5672) as proxy:
+        netloc = f"{amqp.netloc.rsplit(':', 1)[0]}:{proxy.port}"
+        dispatcher = ServiceProcess(
+            "dispatcher",
+            {**cluster.env, "DRONEFLOW_BROKER_URL": urlunsplit(amqp._replace(netloc=netloc))},
+            tmp_path,
+            "late-dispatcher",
+        )
+        cluster.dispatchers.append(dispatcher)  # stopped with the cluster
+        # Given a dispatcher that RabbitMQ turns away
+        await dispatcher.start()
+        async with asyncio.timeout(RETRY_TIMEOUT_S):
+            await proxy.turned_away_at_least(1)
+        async with httpx.AsyncClient(base_url=dispatcher.base_url, timeout=10) as http:
+            # Then it runs, but is not ready, and says why
+            assert (await http.get("/healthz")).status_code == 200
+            waiting = await http.get("/readyz")
+            assert waiting.status_code == 503
+            assert waiting.json()["reason"].startswith("not connected yet")
+            # And once RabbitMQ lets it in, it is
+            proxy.open()
+            ready = await wait_status(http, "/readyz", 200, RETRY_TIMEOUT_S)
+    assert ready.json()["status"] == "ready"
