@@ -84,6 +84,9 @@ async def test_bad_requests_and_bad_frames_count_as_rejections_by_reason(
         await app.wait_type("connection_established")
         await app.send("{not json")
         await app.wait_type("error", code="invalid_json")
+    # And a socket whose id is not one
+    async with WsClient(server.drone_ws("bad.id")) as refused:
+        assert await refused.wait_closed() == 1008
     after = await scrape(http)
 
     def grew(**labels: str) -> float:
@@ -94,6 +97,7 @@ async def test_bad_requests_and_bad_frames_count_as_rejections_by_reason(
     assert grew(transport="http", reason="422") == 1
     assert grew(transport="http", reason="404") == 1
     assert grew(transport="websocket", reason="invalid_json") == 1
+    assert grew(transport="websocket", reason="close_policy_violation") == 1
 
 
 async def test_a_drone_that_reconnects_holding_a_task_counts_a_redelivery(
