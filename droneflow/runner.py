@@ -134,8 +134,8 @@ async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def _serve_metrics(settings: Settings) -> None:
-    # Gateways also serve /metrics themselves (to admin tokens, with tokens on); the headless
-    # services need a port of their own.
+    # A gateway serves /metrics itself, to admin tokens only when tokens are on: this port is one
+    # without tokens, for Prometheus. The dispatcher and result writer use shared.service_http.
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.host)
 

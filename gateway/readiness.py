@@ -44,7 +44,10 @@ def unavailable_response(
 router = APIRouter()
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "RabbitMQ or the store does not answer: `reason` says which"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """503 while RabbitMQ or the store does not answer, naming which in `reason`. The gateway
     still takes tasks while only RabbitMQ is away (they are routed once it is back), so a load
