@@ -80,7 +80,10 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str = Field(description="`ready`, or `unavailable` (then 503)")
     store: str = Field(description="`ok` or `unavailable`")
-    rabbitmq: str = Field(description="`ok` or `unavailable`: reported, not a reason for 503")
+    rabbitmq: str = Field(description="`ok` or `unavailable`")
+    reason: str | None = Field(
+        default=None, description="present when not ready: which dependency, and why"
+    )
 
 
 Responses = dict[int | str, dict[str, Any]]
