@@ -13,6 +13,7 @@ from droneflow.client import (
     SyncAppClient,
     Task,
     TaskFailed,
+    TaskRejected,
 )
 from tests.e2e.conftest import Server
 from tests.e2e.metrics import counter, wait_counter
@@ -21,6 +22,7 @@ from tests.sdk_workers import Gate, fast_backoff, running
 from tests.tcp_proxy import LateTcpProxy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+HANG_GUARD_S = 20.0
 
 
 def make_worker(url: str, drone_id: str, gate: Gate) -> DroneWorker:
@@ -115,9 +117,11 @@ async def test_sdk_survives_kill_9_and_delivers_the_result_once(
         running(worker),
         AppClient(proc.base_url, app_id="SdkApp", backoff=fast_backoff()) as app,
     ):
-        # Given a task a connected worker is running for a connected app
+        # Given a task a connected worker is running for a connected app, its progress seen
         handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
         await asyncio.wait_for(gate.started.get(), 10)
+        updates = handle.updates()
+        progress = await asyncio.wait_for(anext(updates), 10)
 
         # When the server dies without warning and comes back
         proc.kill9()
@@ -127,12 +131,16 @@ async def test_sdk_survives_kill_9_and_delivers_the_result_once(
         await asyncio.wait_for(gate.started.get(), 10)
         gate.opened.set()
 
-        # Then both results arrive, each once, and no handler ran twice
+        # Then each caller sees every change once: one progress, then one result
         results = [await h.result(timeout=20) for h in (handle, second)]
-        finals = [[u for u in h.history if u.final] for h in (handle, second)]
+        seen_after_restart = [u.status async for u in updates]
+        seen_by_second = [u.status async for u in second.updates()]
 
+    assert progress.status == "processing"
+    assert seen_after_restart == ["completed"]
+    assert seen_by_second == ["processing", "completed"]
     assert [r.result_data["echo"] for r in results] == [{"n": 1}, {"n": 2}]
-    assert [len(f) for f in finals] == [1, 1]
+    # and no handler ran twice
     assert sorted(gate.runs) == sorted([handle.task_id, second.task_id])
 
 
@@ -205,3 +213,46 @@ async def test_sdk_catches_up_on_a_result_missed_while_away(server_factory: obje
 
     assert result.result_data == {"echo": {}, "attempt": 1}
     assert [u.status for u in handle.history if u.final] == ["completed"]
+
+
+async def test_sdk_submit_over_the_frame_limit_is_rejected_at_once(server_factory: object) -> None:
+    server: Server = await server_factory(max_frame_bytes=64 * 1024)  # type: ignore[operator]
+    gate = Gate()
+    gate.opened.set()
+    async with (
+        running(make_worker(server.base_url, "SdkDrone", gate)),
+        AppClient(server.base_url, app_id="SdkApp", backoff=fast_backoff()) as app,
+    ):
+        # When a task too large for one frame is submitted, the caller hears so, not a timeout
+        with pytest.raises(TaskRejected) as rejected:
+            await app.submit(
+                drone_id="SdkDrone",
+                task_type="gated",
+                input_data={"blob": "x" * (server.settings.max_frame_bytes + 1)},
+                wait_s=HANG_GUARD_S,
+            )
+
+        # And the client goes on: the next task is carried through
+        handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
+        result = await handle.result(timeout=HANG_GUARD_S)
+
+    assert rejected.value.error_code == "frame_too_large"
+    assert str(server.settings.max_frame_bytes) in rejected.value.message
+    assert result.result_data["echo"] == {"n": 1}
+
+
+async def test_sdk_result_over_the_frame_limit_becomes_task_failed(server_factory: object) -> None:
+    server: Server = await server_factory(max_frame_bytes=64 * 1024)  # type: ignore[operator]
+    worker = DroneWorker(server.base_url, drone_id="SdkDrone", backoff=fast_backoff())
+
+    @worker.handler("huge")
+    async def huge(task: Task) -> dict[str, object]:
+        return {"blob": "x" * server.settings.max_frame_bytes}
+
+    async with running(worker), AppClient(server.base_url, app_id="SdkApp") as app:
+        handle = await app.submit(drone_id="SdkDrone", task_type="huge", input_data={})
+        with pytest.raises(TaskFailed) as failed:
+            await handle.result(timeout=HANG_GUARD_S)
+
+    assert failed.value.error_code == "drone_error"
+    assert "over the gateway's limit" in failed.value.message
