@@ -25,10 +25,16 @@ const $ = (id) => document.getElementById(id);
 let tokenPrompt = null;
 let tokenDeclined = false;             // asked and cancelled: wait for the header button
 
-function askForToken(fromButton = false) {
+// Shows the dialog, saying why it is shown again (`problem`), and resolves to the token entered
+// or null. Callers that arrive while it is open share the same answer.
+function askForToken(problem, fromButton = false) {
   if (tokenPrompt) return tokenPrompt;
   if (tokenDeclined && !fromButton) return Promise.resolve(null);
   const dialog = $("token-dialog");
+  const form = $("token-form");
+  $("token-problem").textContent = problem || "";
+  $("token-problem").hidden = !problem;
+  form.elements.token.value = "";
   tokenPrompt = new Promise((resolve) => {
     const done = (token) => {
       dialog.close();
@@ -37,9 +43,9 @@ function askForToken(fromButton = false) {
       if (token) sessionStorage.setItem(TOKEN_KEY, token);
       resolve(token);
     };
-    $("token-form").onsubmit = (event) => {
+    form.onsubmit = (event) => {
       event.preventDefault();
-      done($("token-form").elements.token.value.trim());
+      done(form.elements.token.value.trim());
     };
     $("token-cancel").onclick = () => done(null);
     dialog.showModal();
@@ -47,20 +53,33 @@ function askForToken(fromButton = false) {
   return tokenPrompt;
 }
 
+async function refusalOf(response, token) {
+  const body = await response.clone().json().catch(() => ({}));
+  const detail = typeof body.detail === "string" ? body.detail : "";
+  if (!token) return "This gateway asks for an admin token.";
+  if (response.status === 403) return `That token is not an admin token${detail ? `: ${detail}` : "."}`;
+  return `That token was refused${detail ? `: ${detail}` : "."}`;
+}
+
 async function api(path, options = {}) {
-  for (let asked = false; ; asked = true) {
+  for (;;) {
     const token = sessionStorage.getItem(TOKEN_KEY);
     const headers = { Accept: "application/json", ...(options.headers || {}) };
     if (token) headers.Authorization = `Bearer ${token}`;
     const response = await fetch(path, { ...options, headers });
-    if (response.status !== 401 || asked) return response;
+    // 401: no token or a bad one; 403: a valid token that is not an admin's.
+    if (response.status !== 401 && response.status !== 403) return response;
+    if (sessionStorage.getItem(TOKEN_KEY) !== token) continue;  // replaced meanwhile: retry
     sessionStorage.removeItem(TOKEN_KEY);
-    if (!(await askForToken())) return response;
+    if (!(await askForToken(await refusalOf(response, token)))) return response;
   }
 }
 
 async function getJson(path) {
   const response = await api(path);
+  if (response.status === 401 || response.status === 403) {
+    throw new Error("an admin token is needed (Admin token…)");
+  }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }
@@ -258,8 +277,8 @@ function drawThroughput(data) {
     const doneH = (bucket.done / max) * plotH;
     const failedH = (bucket.failed / max) * plotH;
     const base = TOP + plotH;
-    if (doneH) svg.appendChild(svgElement("rect", { x, y: base - doneH, width: slot - 2, height: doneH, class: "bar-done" }));
-    if (failedH) svg.appendChild(svgElement("rect", { x, y: base - doneH - failedH, width: slot - 2, height: failedH, class: "bar-failed" }));
+    if (doneH) svg.appendChild(svgElement("rect", { x, y: base - doneH, width: slot - 2, height: doneH, class: "bar-done", "data-count": bucket.done }));
+    if (failedH) svg.appendChild(svgElement("rect", { x, y: base - doneH - failedH, width: slot - 2, height: failedH, class: "bar-failed", "data-count": bucket.failed }));
   });
 }
 
@@ -272,12 +291,11 @@ function drawLatency(data) {
   const slot = (W - LEFT) / data.length;
   const line = (values, cls) => {
     const points = values
-      .map((value, index) => (value === null ? null : `${LEFT + (index + 0.5) * slot},${TOP + plotH * (1 - value / max)}`))
+      .map((value, index) => (value === null ? null : { value, x: LEFT + (index + 0.5) * slot, y: TOP + plotH * (1 - value / max) }))
       .filter(Boolean);
-    if (points.length) svg.appendChild(svgElement("polyline", { points: points.join(" "), class: cls }));
+    if (points.length) svg.appendChild(svgElement("polyline", { points: points.map((p) => `${p.x},${p.y}`).join(" "), class: cls }));
     for (const point of points) {
-      const [cx, cy] = point.split(",");
-      svg.appendChild(svgElement("circle", { cx, cy, r: 2.5, class: cls }));
+      svg.appendChild(svgElement("circle", { cx: point.x, cy: point.y, r: 2.5, class: cls, "data-seconds": point.value }));
     }
   };
   line(p95, "line-p95");
@@ -311,17 +329,17 @@ function renderDrones(drones) {
       row.dataset.droneId = drone.drone_id;
       const load = drone.capacity ? Math.round((100 * drone.tasks_held) / drone.capacity) : 0;
       const cells = [
-        drone.drone_id,
-        null,
-        String(drone.tasks_queued),
-        drone.gateway,
-        shortTime(drone.connected_since),
-        shortTime(drone.last_seen),
+        ["id", drone.drone_id],
+        ["load", null],
+        ["queued", String(drone.tasks_queued)],
+        ["gateway", drone.gateway],
+        ["since", shortTime(drone.connected_since)],
+        ["seen", shortTime(drone.last_seen)],
       ];
-      cells.forEach((text, index) => {
+      cells.forEach(([name, text]) => {
         const cell = document.createElement("td");
-        if (index === 1) {
-          cell.className = "load";
+        cell.className = name;
+        if (name === "load") {
           cell.innerHTML = '<span class="meter"><span></span></span><span class="held"></span>';
           cell.querySelector(".meter span").style.width = `${load}%`;
           cell.querySelector(".held").textContent = `${drone.tasks_held} / ${drone.capacity}`;
@@ -413,7 +431,8 @@ function every(ms, action) {
       await action();
       setLink("live", "live");
     } catch (error) {
-      setLink("error", `not reachable: ${error.message}`);
+      // fetch rejects with a TypeError when the gateway cannot be reached at all.
+      setLink("error", error instanceof TypeError ? `not reachable: ${error.message}` : error.message);
     }
     setTimeout(tick, ms);
   };
@@ -422,7 +441,7 @@ function every(ms, action) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("submit-form").addEventListener("submit", submitTask);
-  $("token-button").addEventListener("click", () => askForToken(true));
+  $("token-button").addEventListener("click", () => askForToken("", true));
   every(TASK_POLL_MS, refreshTasks);
   every(FLEET_POLL_MS, refreshFleet);
 });
