@@ -121,11 +121,11 @@ class AppClient:
 
     async def submit(
         self,
-        *,
         drone_id: str,
         task_type: str,
         input_data: dict[str, JsonValue],
         priority: int = DEFAULT_PRIORITY,
+        *,
         timeout_s: float | None = None,
         ttl_s: float | None = None,
         max_attempts: int | None = None,

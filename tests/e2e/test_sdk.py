@@ -150,7 +150,7 @@ async def test_sdk_sync_facade_serves_a_script(server: Server) -> None:
 
     def script() -> tuple[list[str], dict[str, object]]:
         with SyncAppClient(server.base_url, app_id="SyncApp") as app:
-            handle = app.submit(drone_id="SdkDrone", task_type="gated", input_data={"x": 1})
+            handle = app.submit("SdkDrone", "gated", {"x": 1})  # positional, as the issue lists
             statuses = [update.status for update in handle.updates()]
             return statuses, handle.result(timeout=10).result_data
 
