@@ -14,7 +14,7 @@ import pytest
 
 from droneflow.client import DroneWorker
 from tests.authz_table import write_key_pair
-from tests.e2e.clients import WsClient, result_message
+from tests.e2e.clients import WsClient, result_message, task_body
 from tests.e2e.conftest import Server
 from tests.sdk_workers import fast_backoff, running
 
@@ -230,3 +230,22 @@ async def test_dashboard_with_tokens_on_asks_for_an_admin_token(
             "0 / 4", timeout=ROW_TIMEOUT_MS
         )
         await expect(page.locator("#link-state")).to_have_text("live")
+
+
+async def test_dashboard_shows_unfinished_tasks_older_than_its_window(
+    server: Server, browser: "BrowserContext", http: httpx.AsyncClient
+) -> None:
+    # Given a task waiting for a drone that is away
+    created = await http.post("/api/processing-tasks", json=task_body("App1", "DroneAway"))
+    task_id = created.json()["task_id"]
+    updated_at = (await http.get(f"/api/processing-tasks/{task_id}")).json()["updated_at"]
+
+    # When a page opens whose window of finished tasks (0.0001 min) that task is older than
+    page = await browser.new_page()
+    await page.goto(f"{server.base_url}/dashboard?minutes=0.0001")
+    assert await page.evaluate(f"Date.now() - Date.parse('{updated_at}') > 6")
+
+    # Then it lists and counts the task all the same: it is not finished
+    await expect(status_of(page, task_id)).to_have_text("pending", timeout=ROW_TIMEOUT_MS)
+    pending = page.locator('#status-counts [data-status="pending"] .value')
+    await expect(pending).to_have_text("1")

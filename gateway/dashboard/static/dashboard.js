@@ -3,12 +3,17 @@
 
 const TASK_POLL_MS = 1000;
 const FLEET_POLL_MS = 2000;
-const WINDOW_MS = 15 * 60 * 1000;      // tasks kept: updated in the last 15 minutes
+const DEFAULT_WINDOW_MIN = 15;
+// Finished tasks kept: those updated in the last `?minutes=` (15 by default). Unfinished tasks
+// are all kept, however old: a task pending for an hour is what an operator looks for.
+const WINDOW_MS = windowMinutes() * 60 * 1000;
 const CHART_MS = 10 * 60 * 1000;       // charts: the last 10 minutes
 const BUCKET_MS = 15 * 1000;
 const OVERLAP_MS = 5000;               // re-read a little: writers on other gateways commit late
 const PAGE_LIMIT = 1000;
 const MAX_PAGES_PER_POLL = 5;
+const MAX_UNFINISHED_PAGES = 10;       // at most 10 000 unfinished tasks read at start, per status
+const UNFINISHED = ["pending", "processing"];
 const MAX_ROWS = 200;
 const STATUSES = ["pending", "processing", "completed", "failed", "cancelled"];
 const FINAL = new Set(["completed", "failed", "cancelled"]);
@@ -17,8 +22,15 @@ const TOKEN_KEY = "droneflow.admin-token";
 const tasks = new Map();               // task_id → the task as the API returns it
 const rows = new Map();                // task_id → its <tr>
 let newestUpdate = null;               // the largest updated_at seen, as the server writes it
+let unfinishedRead = false;            // the unfinished tasks of every age were read once
+const unfinishedCapped = new Set();    // statuses with more unfinished tasks than were read
 
 const $ = (id) => document.getElementById(id);
+
+function windowMinutes() {
+  const asked = Number(new URLSearchParams(window.location.search).get("minutes"));
+  return Number.isFinite(asked) && asked > 0 ? asked : DEFAULT_WINDOW_MIN;
+}
 
 // --- talking to the gateway, with an admin token when it asks for one -------------------------
 
@@ -92,7 +104,26 @@ function setLink(state, text) {
 
 // --- tasks -----------------------------------------------------------------------------------
 
+async function readUnfinished() {
+  // Once: later changes to these tasks reach the page through the updated_since polls.
+  for (const status of UNFINISHED) {
+    let cursor = null;
+    for (let page = 0; page < MAX_UNFINISHED_PAGES; page++) {
+      const query = new URLSearchParams({ status, limit: String(PAGE_LIMIT) });
+      if (cursor) query.set("cursor", cursor);
+      const body = await getJson(`/api/processing-tasks?${query}`);
+      // Not merge(): the first updated_since poll must still start a window back.
+      for (const task of body.tasks) keep(task);
+      cursor = body.next_cursor;
+      if (!cursor) break;
+    }
+    if (cursor) unfinishedCapped.add(status);
+  }
+  unfinishedRead = true;
+}
+
 async function pollTasks() {
+  if (!unfinishedRead) await readUnfinished();
   const since = newestUpdate
     ? new Date(Date.parse(newestUpdate) - OVERLAP_MS).toISOString()
     : new Date(Date.now() - WINDOW_MS).toISOString();
@@ -108,9 +139,13 @@ async function pollTasks() {
   prune();
 }
 
-function merge(task) {
+function keep(task) {
   const known = tasks.get(task.task_id);
   if (!known || known.updated_at <= task.updated_at) tasks.set(task.task_id, task);
+}
+
+function merge(task) {
+  keep(task);
   if (!newestUpdate || task.updated_at > newestUpdate) newestUpdate = task.updated_at;
 }
 
@@ -197,7 +232,8 @@ function renderCounts() {
       item.querySelector(".label").textContent = status;
       box.appendChild(item);
     }
-    setText(item.querySelector(".value"), String(counts[status]));
+    const capped = unfinishedCapped.has(status) ? "+" : "";
+    setText(item.querySelector(".value"), `${counts[status]}${capped}`);
   }
 }
 
@@ -440,6 +476,7 @@ function every(ms, action) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  for (const label of document.querySelectorAll(".window-minutes")) label.textContent = String(windowMinutes());
   $("submit-form").addEventListener("submit", submitTask);
   $("token-button").addEventListener("click", () => askForToken("", true));
   every(TASK_POLL_MS, refreshTasks);
