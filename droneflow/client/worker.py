@@ -93,6 +93,8 @@ class DroneWorker:
             backoff=backoff,
         )
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.draining = asyncio.Event()
+        """Set once a stop was asked and run() is finishing the tasks it holds."""
         self._results: OrderedDict[str, bytes] = OrderedDict()
         """Encoded `processing_result` frames by task id."""
         self._cancelled: set[str] = set()
@@ -159,6 +161,7 @@ class DroneWorker:
     async def _drain(self) -> None:
         """Finish what runs, including tasks that arrive meanwhile: a task left unfinished stays
         held by this drone id until it reconnects or the task times out."""
+        self.draining.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.drain_timeout_s):
                 while self.running:

@@ -106,6 +106,28 @@ async def test_sdk_cancel_stops_the_handler(server: Server) -> None:
     assert failed.value.error_code == "cancelled" and final.status == "cancelled"
 
 
+async def test_sdk_worker_stopping_finishes_the_task_it_holds(server: Server) -> None:
+    gate = Gate()
+    worker = make_worker(server.base_url, "SdkDrone", gate)
+    async with AppClient(server.base_url, app_id="SdkApp") as app:
+        serving = asyncio.create_task(worker.run(handle_signals=False))
+        # Given a worker running a task
+        handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
+        await asyncio.wait_for(gate.started.get(), HANG_GUARD_S)
+
+        # When it is asked to stop, and the task ends after that
+        worker.stop()
+        await asyncio.wait_for(worker.draining.wait(), HANG_GUARD_S)
+        gate.opened.set()
+
+        # Then the task completes, and the worker stops once it has
+        result = await handle.result(timeout=HANG_GUARD_S)
+        await asyncio.wait_for(serving, HANG_GUARD_S)
+
+    assert result.result_data == {"echo": {"n": 1}, "attempt": 1}
+    assert gate.cancelled.empty()
+
+
 async def test_sdk_survives_kill_9_and_delivers_the_result_once(
     serve_process: ServiceProcess,
 ) -> None:
