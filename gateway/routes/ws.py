@@ -103,10 +103,10 @@ def _request_id_of_raw(data: bytes) -> JsonValue:
     if match is None:
         return None
     try:
-        request_id: JsonValue = orjson.loads(match.group(1))
+        request_id = orjson.loads(match.group(1))
     except orjson.JSONDecodeError:
         return None
-    return request_id
+    return request_id if isinstance(request_id, str | int) else None
 
 
 async def _open(
