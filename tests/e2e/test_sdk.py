@@ -263,7 +263,9 @@ async def test_sdk_submit_over_the_frame_limit_is_rejected_at_once(server_factor
     assert result.result_data["echo"] == {"n": 1}
 
 
-async def test_sdk_result_over_the_frame_limit_becomes_task_failed(server_factory: object) -> None:
+async def test_sdk_result_or_progress_over_the_frame_limit_becomes_task_failed(
+    server_factory: object,
+) -> None:
     server: Server = await server_factory(max_frame_bytes=64 * 1024)  # type: ignore[operator]
     worker = DroneWorker(server.base_url, drone_id="SdkDrone", backoff=fast_backoff())
 
@@ -271,10 +273,18 @@ async def test_sdk_result_over_the_frame_limit_becomes_task_failed(server_factor
     async def huge(task: Task) -> dict[str, object]:
         return {"blob": "x" * server.settings.max_frame_bytes}
 
-    async with running(worker), AppClient(server.base_url, app_id="SdkApp") as app:
-        handle = await app.submit(drone_id="SdkDrone", task_type="huge", input_data={})
-        with pytest.raises(TaskFailed) as failed:
-            await handle.result(timeout=HANG_GUARD_S)
+    @worker.handler("huge_progress")
+    async def huge_progress(task: Task) -> dict[str, object]:
+        await task.progress(10, blob="x" * server.settings.max_frame_bytes)
+        return {}
 
-    assert failed.value.error_code == "drone_error"
-    assert "over the gateway's limit" in failed.value.message
+    async with running(worker), AppClient(server.base_url, app_id="SdkApp") as app:
+        failures = []
+        for task_type in ("huge", "huge_progress"):
+            handle = await app.submit(drone_id="SdkDrone", task_type=task_type, input_data={})
+            with pytest.raises(TaskFailed) as failed:
+                await handle.result(timeout=HANG_GUARD_S)
+            failures.append(failed.value)
+
+    assert [f.error_code for f in failures] == ["drone_error", "drone_error"]
+    assert all("over the gateway's limit" in f.message for f in failures)
