@@ -52,7 +52,8 @@ class Task:
 
     async def progress(self, percent: float | None = None, **extra: JsonValue) -> None:
         """A `processing` status update carrying {"progress": percent, **extra}. Best effort:
-        while the drone is disconnected it is dropped, since a later one supersedes it."""
+        while the drone is disconnected it is dropped, since a later one supersedes it. Raises
+        FrameTooLarge for an update over the gateway's frame limit."""
         data: dict[str, JsonValue] = dict(extra)
         if percent is not None:
             data["progress"] = percent
