@@ -32,6 +32,8 @@ async def test_sdk_cluster_flow_and_gateway_kill_9(cluster_factory: object) -> N
         await asyncio.wait_for(gate.started.get(), 20)
         assert await doomed.cancel() is True
         assert await asyncio.wait_for(gate.cancelled.get(), 20) == doomed.task_id
+        with pytest.raises(TaskFailed) as cancelled:
+            await doomed.result(timeout=20)
 
         # Given a task in progress, its progress seen by the app
         handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
@@ -53,7 +55,7 @@ async def test_sdk_cluster_flow_and_gateway_kill_9(cluster_factory: object) -> N
         seen_by_second = [u.status async for u in second.updates()]
 
     assert failed.value.error_code == "drone_error"
-    assert doomed.history[-1].status == "cancelled"
+    assert (cancelled.value.status, cancelled.value.error_code) == ("cancelled", "cancelled")
     assert progress.additional_data == {"progress": 50}
     assert seen_after_restart == ["completed"]
     assert seen_by_second == ["processing", "completed"]
