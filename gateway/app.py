@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import readiness
+from gateway import asyncapi, readiness
 from gateway.auth import Forbidden, may_read_metrics
 from gateway.connections import Registry
 from gateway.dashboard import router as dashboard_router
@@ -23,7 +23,7 @@ from gateway.limits import BodySizeLimit
 from gateway.origins import OriginCheck, parse_origins
 from gateway.readiness import GatewayHealth, unavailable_response
 from gateway.routes import fleet, rest, ws
-from gateway.routes.responses import ADMIN_ONLY
+from gateway.routes.responses import ADMIN_ONLY, Health, answers
 from gateway.socket_limits import install_limits
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
@@ -107,6 +107,7 @@ def create_app(
     app.include_router(fleet.router)
     app.include_router(dashboard_router)
     app.include_router(ws.router)
+    app.include_router(asyncapi.router)
     app.include_router(readiness.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     install_limits(app, settings)
@@ -120,7 +121,7 @@ def create_app(
             allow_headers=["*"],
         )
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=None, responses=answers(Health))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from gateway.routes.responses import Readiness, answers
 from shared.errors import BrokerUnavailable, DroneflowError
 from shared.health import Dependency
 from shared.settings import Settings
@@ -47,7 +48,13 @@ def unavailable_response(
 router = APIRouter()
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        **answers(Readiness),
+        503: {"model": Readiness, "description": "the store cannot be read"},
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """503 while the store cannot be read: this gateway can then take no task. RabbitMQ away is
     reported but leaves it ready, since tasks are still accepted (routed once it is back)."""
