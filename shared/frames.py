@@ -99,6 +99,10 @@ class ConnectionEstablished(Frame):
     client_id: str
     client_type: Literal["application", "drone"]
     timestamp: str
+    max_frame_bytes: int | None = Field(
+        default=None,
+        description="The largest frame the gateway reads; a larger one closes the socket (1009)",
+    )
 
 
 class Pong(Frame):
