@@ -113,22 +113,17 @@ def submit(
         "idempotency_key": idempotency_key,
     }
     body.update({key: value for key, value in options.items() if value is not None})
-    created = run(remote, remote.post("/api/processing-tasks", body))
-    task_id = created["task_id"]
     if not wait:
+        created = run(remote, remote.post("/api/processing-tasks", body))
         if json_:
             output.print_json(created)
         else:
-            typer.echo(task_id)
+            typer.echo(created["task_id"])
         return
-    if not json_:
-        typer.echo(task_id)  # first, so that it can be copied while the task runs
     try:
-        exit_code = run(remote, _follow(remote, app_id, task_id, json_))
+        exit_code = run(remote, _submit_and_follow(remote, body, json_))
     except KeyboardInterrupt:
-        sys.stderr.write(
-            f"droneflow: stopped waiting; the task goes on: droneflow tasks get {task_id}\n"
-        )
+        sys.stderr.write("droneflow: stopped waiting; the task goes on (droneflow tasks get)\n")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     raise typer.Exit(exit_code)
 
@@ -155,16 +150,22 @@ def _read_input(text: str) -> dict[str, Any]:
     return document
 
 
-async def _follow(remote: Remote, app_id: str, task_id: str, as_json: bool) -> int:
-    """Show the task's changes until it ends; the exit code its final state calls for."""
+async def _submit_and_follow(remote: Remote, body: dict[str, Any], as_json: bool) -> int:
+    """Submit, show the task's changes until it ends; the exit code its final state calls for."""
+    await remote.get("/healthz")  # an absent server is reported now, not after a long wait
     errors = output.console(stderr=True)
-    async with AppClient(remote.url, app_id, remote.token) as client:
-        # Connected first: from then on every change reaches the client, and watch() reads
-        # the state the task reached before.
+    async with AppClient(remote.url, body["app_id"], remote.token) as client:
+        # Connected before the task exists, so that every change of it reaches the client.
         await client.wait_connected(wait_s=CONNECT_WAIT_S)
+        created = await remote.post("/api/processing-tasks", body)
+        task_id = created["task_id"]
+        if not as_json:
+            typer.echo(task_id)  # now, to be copied while the task runs
         handle = await client.watch(task_id)
         spinner = (
-            errors.status(f"{task_id}: waiting") if errors.is_terminal else contextlib.nullcontext()
+            errors.status(f"{task_id}: {handle.status or 'pending'}")
+            if errors.is_terminal
+            else contextlib.nullcontext()
         )
         with spinner as status:
             async for update in handle.updates():
