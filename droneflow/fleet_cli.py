@@ -104,9 +104,13 @@ def simulate(
     tally = run(remote, _simulate(remote, drone_ids, capacity, work_ms / 1000, fail_rate))
     served = tally.completed + tally.failed
     typer.echo(
-        f"{len(drone_ids)} simulated drones served {served} tasks: "
+        f"{_count(len(drone_ids), 'simulated drone')} served {_count(served, 'task')}: "
         f"{tally.completed} completed, {tally.failed} failed on purpose"
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 async def _simulate(

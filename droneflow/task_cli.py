@@ -6,6 +6,7 @@ status change as it happens and catches up by itself after a dropped connection.
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -120,6 +121,8 @@ def submit(
         else:
             typer.echo(created["task_id"])
         return
+    # What ends the wait is reported below as one line; the SDK's own log of it would repeat it.
+    logging.getLogger("droneflow.client").setLevel(logging.CRITICAL)
     try:
         exit_code = run(remote, _submit_and_follow(remote, body, json_))
     except KeyboardInterrupt:
