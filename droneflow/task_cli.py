@@ -66,6 +66,7 @@ SUBMIT_HELP: Final = f"""Submit a task and print its id.
 --input takes JSON, `@file.json` or `-` (standard input). With --wait it shows each status
 change on stderr until the task ends, then prints the result data (with --json: the result
 document of GET /api/processing-results/ID, or the task document if it did not complete).
+Without --wait, --json prints the REST answer to the submission.
 
 {EXIT_CODES_HELP}"""
 
@@ -115,18 +116,24 @@ def submit(
     }
     body.update({key: value for key, value in options.items() if value is not None})
     if not wait:
-        created = run(remote, remote.post("/api/processing-tasks", body))
+        answer = run(remote, remote.post("/api/processing-tasks", body))
         if json_:
-            output.print_json(created)
+            output.print_json(answer)
         else:
-            typer.echo(created["task_id"])
+            typer.echo(answer["task_id"])
         return
     # What ends the wait is reported below as one line; the SDK's own log of it would repeat it.
     logging.getLogger("droneflow.client").setLevel(logging.CRITICAL)
+    created: dict[str, Any] = {}
     try:
-        exit_code = run(remote, _submit_and_follow(remote, body, json_))
+        exit_code = run(remote, _submit_and_follow(remote, body, json_, created))
     except KeyboardInterrupt:
-        sys.stderr.write("droneflow: stopped waiting; the task goes on (droneflow tasks get)\n")
+        if "task_id" not in created:
+            raise typer.Exit(EXIT_INTERRUPTED) from None  # before the task existed
+        sys.stderr.write(
+            "droneflow: stopped waiting; the task goes on: "
+            f"droneflow tasks get {created['task_id']}\n"
+        )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     raise typer.Exit(exit_code)
 
@@ -153,14 +160,17 @@ def _read_input(text: str) -> dict[str, Any]:
     return document
 
 
-async def _submit_and_follow(remote: Remote, body: dict[str, Any], as_json: bool) -> int:
-    """Submit, show the task's changes until it ends; the exit code its final state calls for."""
+async def _submit_and_follow(
+    remote: Remote, body: dict[str, Any], as_json: bool, created: dict[str, Any]
+) -> int:
+    """Submit, show the task's changes until it ends; the exit code its final state calls for.
+    `created` receives the server's answer to the submission as soon as there is one."""
     await remote.get("/healthz")  # an absent server is reported now, not after a long wait
     errors = output.console(stderr=True)
     async with AppClient(remote.url, body["app_id"], remote.token) as client:
         # Connected before the task exists, so that every change of it reaches the client.
         await client.wait_connected(wait_s=CONNECT_WAIT_S)
-        created = await remote.post("/api/processing-tasks", body)
+        created.update(await remote.post("/api/processing-tasks", body))
         task_id = created["task_id"]
         if not as_json:
             typer.echo(task_id)  # now, to be copied while the task runs

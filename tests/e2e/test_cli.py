@@ -407,3 +407,33 @@ def test_a_missing_or_refused_token_is_one_line_and_exit_4(guarded: tuple[Cli, T
     assert only_line(not_admin.stderr).startswith("droneflow: the token may not do this (HTTP 403")
     assert waiting.returncode == 4
     assert "pass --token or set DRONEFLOW_TOKEN" in only_line(waiting.stderr)
+
+
+def test_ctrl_c_stops_waiting_and_leaves_the_task_running(cli: Cli) -> None:
+    # Given `submit --wait` for a drone that is not connected, waiting
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "droneflow.cli", "submit", "--app", "IntApp", "--drone", "Absent",
+         "--type", "t", "--wait"],
+        env={**os.environ, "DRONEFLOW_URL": cli.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert waiting.stdout is not None
+        task_id = waiting.stdout.readline().strip()  # printed once the task exists
+
+        # When the user presses Ctrl-C
+        waiting.send_signal(signal.SIGINT)
+        _, stderr = waiting.communicate(timeout=CLI_TIMEOUT_S)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+
+    # Then it exits 130 with one line, and the task goes on
+    assert waiting.returncode == 130
+    assert only_line(stderr) == (
+        f"droneflow: stopped waiting; the task goes on: droneflow tasks get {task_id}"
+    )
+    assert cli.rest(f"/api/processing-tasks/{task_id}")["status"] == "pending"
