@@ -6,6 +6,7 @@ Services read DRONEFLOW_* environment variables; --host and --port override them
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import version
 from typing import Annotated, Final
@@ -144,7 +145,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        app(args=None if argv is None else list(argv), prog_name="droneflow")
+        args = sys.argv[1:] if argv is None else list(argv)
+        app(args=token_cli.spread_drone_patterns(args), prog_name="droneflow")
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else 0 if code is None else 1

@@ -39,6 +39,28 @@ def _ttl(text: str) -> float:
         raise typer.BadParameter(str(exc)) from None
 
 
+def spread_drone_patterns(argv: list[str]) -> list[str]:
+    """`token create --drones A B` as `--drones A --drones B`: the parser takes one value per
+    option, and `--drones` has always taken the patterns that follow it."""
+    if argv[:2] != ["token", "create"]:
+        return argv
+    spread: list[str] = []
+    taking = unfilled = False  # after --drones; and no pattern followed it yet
+    for arg in argv:
+        if taking and not arg.startswith("-"):
+            spread += ["--drones", arg]
+            unfilled = False
+            continue
+        if unfilled:
+            spread.append("--drones")  # left bare, for the parser to say it needs a value
+        taking = unfilled = arg == "--drones"
+        if not taking:
+            spread.append(arg)
+    if unfilled:
+        spread.append("--drones")
+    return spread
+
+
 @app.command()
 def create(
     role: Annotated[Role, typer.Option(show_default=False)],
@@ -57,15 +79,9 @@ def create(
             show_default=False,
         ),
     ] = None,
-    more_patterns: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
 ) -> None:
     """Issue a token and print it alone on stdout."""
-    # `--drones A B` is one option with several values; the parser gives it A and leaves B as an
-    # argument, so the arguments are the rest of the list.
-    if more_patterns and not drones:
-        raise typer.BadParameter(f"unexpected argument {more_patterns[0]!r}")
-    patterns = [*(drones or []), *(more_patterns or [])] or None
-    _run(partial(_create, role=role, sub=id_, ttl_s=ttl, drones=patterns))
+    _run(partial(_create, role=role, sub=id_, ttl_s=ttl, drones=drones))
 
 
 @app.command()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from tests.authz_table import write_key_pair
@@ -437,3 +438,22 @@ def test_ctrl_c_stops_waiting_and_leaves_the_task_running(cli: Cli) -> None:
         f"droneflow: stopped waiting; the task goes on: droneflow tasks get {task_id}"
     )
     assert cli.rest(f"/api/processing-tasks/{task_id}")["status"] == "pending"
+
+
+def test_token_create_drones_takes_the_patterns_that_follow_and_needs_one(tmp_path: Path) -> None:
+    _, private_key_file, _ = write_key_pair(tmp_path / "keys")
+    cli = Cli("http://unused", {
+        "DRONEFLOW_DATA_DIR": str(tmp_path / "data"),
+        "DRONEFLOW_AUTH_PRIVATE_KEY_FILE": str(private_key_file),
+    })  # fmt: skip
+
+    created = cli("token", "create", "--role", "app", "--drones", "A*", "B?", "--id", "TokApp")
+    bare = cli("token", "create", "--role", "app", "--id", "TokApp", "--drones")
+    then_option = cli("token", "create", "--role", "app", "--drones", "--id", "TokApp")
+
+    assert created.returncode == 0, created.stderr
+    claims = jwt.decode(created.stdout.strip(), options={"verify_signature": False})
+    assert (claims["sub"], claims["drones"]) == ("TokApp", ["A*", "B?"])
+    assert bare.returncode == then_option.returncode == 2
+    assert "Option '--drones' requires an argument" in bare.stderr
+    assert bare.stdout == then_option.stdout == ""
