@@ -15,7 +15,6 @@ from droneflow import output
 from droneflow.client import DroneWorker, Task
 from droneflow.remote import (
     DEFAULT_URL,
-    EXIT_CODES_HELP,
     JsonOption,
     Remote,
     TokenOption,
@@ -64,7 +63,7 @@ def drones(
     output.print_table(DRONE_COLUMNS, rows)
 
 
-SIMULATE_HELP: Final = f"""Run simulated drones until Ctrl-C or SIGTERM, then print how many
+SIMULATE_HELP: Final = """Run simulated drones until Ctrl-C or SIGTERM, then print how many
 tasks they served.
 
 `droneflow simulate --drones 3 --capacity 4 --work-ms 500 --fail-rate 0.1`
@@ -73,7 +72,11 @@ The drones are PREFIX1 … PREFIXN. Each serves every task type: it reports prog
 --work-ms, then fails a --fail-rate fraction of its tasks and completes the rest with a result
 that echoes the input. It says `ready` on stderr once every drone is connected.
 
-{EXIT_CODES_HELP}"""
+With tokens on, a drone token serves only the drone it names: `droneflow simulate --id Drone001
+--token $DRONE_TOKEN`.
+
+Exit codes: 0 stopped by a signal, 2 usage error, 3 the server is unreachable, 4 the token is
+missing or refused."""
 
 
 class SimulatedFailure(Exception):
@@ -94,11 +97,19 @@ def simulate(
         float, typer.Option(min=0.0, max=1.0, help="the fraction of tasks that fail")
     ] = 0.0,
     prefix: Annotated[str, typer.Option(help="drone ids are PREFIX1, PREFIX2, …")] = "sim-",
+    named: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--id",
+            help="a drone id, instead of --drones and --prefix (repeatable)",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     remote = Remote(url, token)
-    drone_ids = [f"{prefix}{n}" for n in range(1, drone_count + 1)]
+    drone_ids = named or [f"{prefix}{n}" for n in range(1, drone_count + 1)]
     # A drone's handler failing on purpose is the point, not news: no traceback for it.
     logging.getLogger("droneflow.client").addFilter(_hide_simulated_failures)
     tally = run(remote, _simulate(remote, drone_ids, capacity, work_ms / 1000, fail_rate))

@@ -66,7 +66,8 @@ SUBMIT_HELP: Final = f"""Submit a task and print its id.
 --input takes JSON, `@file.json` or `-` (standard input). With --wait it shows each status
 change on stderr until the task ends, then prints the result data (with --json: the result
 document of GET /api/processing-results/ID, or the task document if it did not complete).
-Without --wait, --json prints the REST answer to the submission.
+Without --wait, --json prints the REST answer to the submission. With tokens on, --wait
+follows the task on the application's socket, which takes the application's own token.
 
 {EXIT_CODES_HELP}"""
 
@@ -175,6 +176,8 @@ async def _submit_and_follow(
         if not as_json:
             typer.echo(task_id)  # now, to be copied while the task runs
         handle = await client.watch(task_id)
+        if not handle.history:
+            errors.print(f"pending  waiting for drone {body['drone_id']}")
         spinner = (
             errors.status(f"{task_id}: {handle.status or 'pending'}")
             if errors.is_terminal

@@ -358,6 +358,7 @@ def test_an_unreachable_server_is_one_line_and_exit_3(cli: Cli) -> None:
 class Tokens:
     admin: str
     app: str
+    drone: str
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +368,11 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, Tok
     service = serve(
         tmp_path, DRONEFLOW_AUTH="token", DRONEFLOW_AUTH_PRIVATE_KEY_FILE=str(private_key_file)
     )
-    tokens = Tokens(admin=keys.issue("admin", "ops", DAY_S), app=keys.issue("app", "TokApp", DAY_S))
+    tokens = Tokens(
+        admin=keys.issue("admin", "ops", DAY_S),
+        app=keys.issue("app", "TokApp", DAY_S),
+        drone=keys.issue("drone", "TokDrone", DAY_S),
+    )
     try:
         yield Cli(service.base_url, {}), tokens
     finally:
@@ -386,8 +391,9 @@ def test_tokens_come_from_the_option_or_the_environment(guarded: tuple[Cli, Toke
 
     assert by_option.returncode == 0, by_option.stderr
     assert by_env.returncode == 0, by_env.stderr
-    listed = [task["task_id"] for task in json.loads(by_env.stdout)["tasks"]]
-    assert listed == [by_option.stdout.strip()]
+    listed = json.loads(by_env.stdout)["tasks"]
+    assert by_option.stdout.strip() in {task["task_id"] for task in listed}
+    assert {task["app_id"] for task in listed} == {"TokApp"}
     assert fleet.returncode == 0, fleet.stderr
     assert json.loads(fleet.stdout) == cli.rest("/api/drones", tokens.admin)
 
@@ -422,7 +428,9 @@ def test_ctrl_c_stops_waiting_and_leaves_the_task_running(cli: Cli) -> None:
     )  # fmt: skip
     try:
         assert waiting.stdout is not None
+        assert waiting.stderr is not None
         task_id = waiting.stdout.readline().strip()  # printed once the task exists
+        waited = waiting.stderr.readline()  # and this once the CLI follows it
 
         # When the user presses Ctrl-C
         waiting.send_signal(signal.SIGINT)
@@ -434,8 +442,10 @@ def test_ctrl_c_stops_waiting_and_leaves_the_task_running(cli: Cli) -> None:
 
     # Then it exits 130 with one line, and the task goes on
     assert waiting.returncode == 130
-    assert only_line(stderr) == (
-        f"droneflow: stopped waiting; the task goes on: droneflow tasks get {task_id}"
+    assert waited == "pending  waiting for drone Absent\n"
+    assert (
+        only_line(stderr)
+        == f"droneflow: stopped waiting; the task goes on: droneflow tasks get {task_id}"
     )
     assert cli.rest(f"/api/processing-tasks/{task_id}")["status"] == "pending"
 
@@ -457,3 +467,25 @@ def test_token_create_drones_takes_the_patterns_that_follow_and_needs_one(tmp_pa
     assert bare.returncode == then_option.returncode == 2
     assert "Option '--drones' requires an argument" in bare.stderr
     assert bare.stdout == then_option.stdout == ""
+
+
+def test_simulate_and_submit_wait_with_their_own_tokens(guarded: tuple[Cli, Tokens]) -> None:
+    cli, tokens = guarded
+    # Given a simulated drone with its drone token
+    simulator = Simulator(cli, "--id", "TokDrone", "--token", tokens.drone, "--work-ms", "0")
+    try:
+        # When the application submits with --wait and its own token
+        waited = cli(
+            "submit", "--app", "TokApp", "--drone", "TokDrone", "--type", "t", "--input",
+            '{"n": 1}', "--wait", DRONEFLOW_TOKEN=tokens.app,
+        )  # fmt: skip
+
+        # Then the task completes through both authenticated sockets
+        assert waited.returncode == 0, waited.stderr
+        _, *result = waited.stdout.splitlines()
+        assert json.loads("\n".join(result))["echo"] == {"n": 1}
+        code, summary = simulator.stop()
+        assert code == 0
+        assert only_line(summary).startswith("1 simulated drone served 1 task: 1 completed")
+    finally:
+        simulator.ensure_dead()
