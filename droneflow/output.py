@@ -17,7 +17,10 @@ UNBOUNDED_WIDTH = 100_000
 def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else UNBOUNDED_WIDTH
-    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+    # Cells and messages hold data from apps and drones: never read as markup or emoji codes.
+    return Console(
+        file=stream, width=width, highlight=False, markup=False, emoji=False, soft_wrap=False
+    )
 
 
 def print_json(document: Any) -> None:

@@ -138,7 +138,7 @@ def test_submit_prints_the_id_and_tasks_get_shows_the_rest_document(cli: Cli) ->
     # Given a task submitted for a drone that is not connected
     submitted = cli(
         "submit", "--app", "GetApp", "--drone", "Absent", "--type", "survey",
-        "--input", '{"area": "A1"}', "--priority", "4",
+        "--input", '{"area": "[/b] :smile:"}', "--priority", "4",
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     task_id = only_line(submitted.stdout)
@@ -150,11 +150,12 @@ def test_submit_prints_the_id_and_tasks_get_shows_the_rest_document(cli: Cli) ->
     # Then the JSON is the REST document, and the table shows the whole id and the state
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout) == cli.rest(f"/api/processing-tasks/{task_id}")
-    assert json.loads(as_json.stdout)["input_data"] == {"area": "A1"}
+    assert json.loads(as_json.stdout)["input_data"] == {"area": "[/b] :smile:"}
     fields = dict(line.split(None, 1) for line in as_table.stdout.splitlines() if line.strip())
     assert fields["task_id"].strip() == task_id
     assert fields["status"].strip() == "pending"
     assert fields["priority"].strip() == "4"
+    assert fields["input_data"].strip() == '{"area": "[/b] :smile:"}'  # data, not markup
 
 
 def test_submit_wait_shows_progress_and_prints_the_result(
