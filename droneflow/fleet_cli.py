@@ -4,6 +4,7 @@ that serve every task type, for demos and load)."""
 import asyncio
 import logging
 import random
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -15,12 +16,16 @@ from droneflow import output
 from droneflow.client import DroneWorker, Task
 from droneflow.remote import (
     DEFAULT_URL,
+    EXIT_USAGE,
     JsonOption,
     Remote,
     TokenOption,
     UrlOption,
+    fail,
+    reported,
     run,
 )
+from shared.ids import ID_PATTERN
 
 DRONE_COLUMNS: Final = (
     "DRONE",
@@ -110,6 +115,10 @@ def simulate(
 ) -> None:
     remote = Remote(url, token)
     drone_ids = named or [f"{prefix}{n}" for n in range(1, drone_count + 1)]
+    with reported(remote):
+        for drone_id in drone_ids:
+            if re.match(ID_PATTERN, drone_id) is None:
+                fail(f"{drone_id!r} is not a drone id: letters, digits, - and _", EXIT_USAGE)
     # A drone's handler failing on purpose is the point, not news: no traceback for it.
     logging.getLogger("droneflow.client").addFilter(_hide_simulated_failures)
     tally = run(remote, _simulate(remote, drone_ids, capacity, work_ms / 1000, fail_rate))

@@ -490,3 +490,12 @@ def test_simulate_and_submit_wait_with_their_own_tokens(guarded: tuple[Cli, Toke
         assert only_line(summary).startswith("1 simulated drone served 1 task: 1 completed")
     finally:
         simulator.ensure_dead()
+
+
+def test_simulate_with_a_bad_drone_id_says_why_and_exits_2(cli: Cli) -> None:
+    refused = cli("simulate", "--id", "Drone001", "--id", "not a drone id")
+
+    assert refused.returncode == 2
+    assert only_line(refused.stderr) == (
+        "droneflow: 'not a drone id' is not a drone id: letters, digits, - and _"
+    )
