@@ -9,14 +9,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-# Piped into a file or another program there is no terminal width to fit: a table keeps its
-# natural width, so that no cell (a task id above all) is cut or folded.
+# A table is printed at its natural width, also on a terminal narrower than it (the terminal
+# wraps its lines): a shortened cell is a wrong task id or status, and rich shortens whole
+# columns away. Piped, there is no terminal width anyway.
 UNBOUNDED_WIDTH = 100_000
 
 
-def console(*, stderr: bool = False) -> Console:
+def console(*, stderr: bool = False, unbounded: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else UNBOUNDED_WIDTH
+    width = UNBOUNDED_WIDTH if unbounded or not stream.isatty() else None
     # Cells and messages hold data from apps and drones: never read as markup or emoji codes.
     return Console(
         file=stream, width=width, highlight=False, markup=False, emoji=False, soft_wrap=False
@@ -30,26 +31,19 @@ def print_json(document: Any) -> None:
 def cell(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, dict | list):
+    if isinstance(value, dict | list | bool):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 
-def print_table(
-    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, id_column: int = 0
-) -> None:
-    """One row per item. The id column never shrinks: people copy ids from it."""
-    texts = [[cell(value) for value in row] for row in rows]
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """One row per item, one line each, every cell whole."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for index, header in enumerate(headers):
-        if index == id_column:
-            widest = max((len(row[index]) for row in texts), default=len(header))
-            table.add_column(header, no_wrap=True, min_width=max(widest, len(header)))
-        else:
-            table.add_column(header, overflow="fold")
-    for row in texts:
-        table.add_row(*row)
-    console().print(table)
+    for header in headers:
+        table.add_column(header, no_wrap=True)
+    for row in rows:
+        table.add_row(*(cell(value) for value in row))
+    console(unbounded=True).print(table)
 
 
 def print_fields(document: Mapping[str, Any]) -> None:

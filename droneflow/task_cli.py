@@ -23,6 +23,7 @@ from droneflow.remote import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     JsonOption,
     Remote,
@@ -170,7 +171,14 @@ async def _submit_and_follow(
     errors = output.console(stderr=True)
     async with AppClient(remote.url, body["app_id"], remote.token) as client:
         # Connected before the task exists, so that every change of it reaches the client.
-        await client.wait_connected(wait_s=CONNECT_WAIT_S)
+        try:
+            await client.wait_connected(wait_s=CONNECT_WAIT_S)
+        except TimeoutError:
+            fail(
+                f"the application socket of {remote.url} did not open in {CONNECT_WAIT_S:g} s "
+                "(a proxy that does not pass WebSockets?)",
+                EXIT_UNREACHABLE,
+            )
         created.update(await remote.post("/api/processing-tasks", body))
         task_id = created["task_id"]
         if not as_json:
@@ -261,7 +269,7 @@ def list_tasks(
     rows = [[task.get(field) for field in TASK_FIELDS] for task in page["tasks"]]
     output.print_table(TASK_COLUMNS, rows)
     if page.get("next_cursor"):
-        sys.stderr.write(f"more: droneflow tasks list --cursor {page['next_cursor']} …\n")
+        sys.stderr.write(f"more tasks: the same command with --cursor {page['next_cursor']}\n")
 
 
 @tasks_app.command("cancel")
