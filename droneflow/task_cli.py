@@ -1,8 +1,9 @@
 """`droneflow submit`, `droneflow tasks get | list | cancel` and `droneflow results get`.
 
-Submitting is one REST call, so that a refusal comes back at once with the server's detail;
-`--wait` then follows the task over the application WebSocket (AppClient), which shows every
-status change as it happens and catches up by itself after a dropped connection."""
+Submitting is one REST call, so that a refusal comes back at once with the server's detail.
+With `--wait` the application WebSocket (AppClient) is opened before that call, so that it
+sees every status change of the task as it happens, and it catches up by itself after a
+dropped connection."""
 
 import contextlib
 import json
