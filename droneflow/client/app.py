@@ -117,6 +117,12 @@ class AppClient:
     def connected(self) -> bool:
         return self._link.connected.is_set()
 
+    async def wait_connected(self, *, wait_s: float = 30) -> None:
+        """Until the socket is up: TimeoutError after `wait_s`, ConnectionRefused if the server
+        refused this client for good. Updates of the app's tasks reach it from then on."""
+        async with asyncio.timeout(wait_s):
+            await self._link.wait_connected()
+
     # --- submitting and following ---------------------------------------------------------
 
     async def submit(

@@ -87,6 +87,8 @@ class DroneWorker:
         self.capacity = capacity
         self.drain_timeout_s = drain_timeout_s
         self.handlers: dict[str, Handler] = {}
+        self.default_handler: Handler | None = None
+        """Serves the task types without a handler of their own (a simulator serves them all)."""
         self.link = Link(
             f"{ws_url}/ws/drone/{quote(drone_id, safe='')}?capacity={capacity}",
             token,
@@ -227,7 +229,7 @@ class DroneWorker:
     # --- running handlers ---------------------------------------------------------------------
 
     async def _execute(self, task: Task) -> None:
-        handler = self.handlers.get(task.task_type)
+        handler = self.handlers.get(task.task_type, self.default_handler)
         started = time.monotonic()
         try:
             if handler is None:
