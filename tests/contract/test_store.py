@@ -248,6 +248,67 @@ async def test_mark_dispatched_drops_unknown_delivered_and_terminal_tasks(
     assert await store.mark_dispatched(cancelled.task_id) is None
 
 
+async def test_concurrent_mark_dispatched_answers_each_call_for_its_own_task(
+    store: TaskStore,
+) -> None:
+    # Given queued tasks, one of them twice, beside unknown, delivered and cancelled ones
+    queued = [await create(store) for _ in range(8)]
+    delivered = await claimed(store)
+    cancelled = await create(store)
+    await store.cancel(cancelled.task_id)
+    asked = [
+        *(task.task_id for task in queued),
+        queued[0].task_id,
+        "task_unknown",
+        delivered.task_id,
+        cancelled.task_id,
+    ]
+
+    # When they are all marked at once (an adapter may join them into one write)
+    answers = await asyncio.gather(*(store.mark_dispatched(task_id) for task_id in asked))
+
+    # Then every queued task comes back stamped, as stored, to each call that asked for it
+    for task_id, answer in zip(asked[:9], answers[:9], strict=True):
+        assert answer is not None
+        assert answer.task_id == task_id
+        assert answer.dispatched_at is not None
+        assert answer.delivery == "queued"
+        assert await store.get_task(task_id) == answer
+    assert answers[9:] == [None, None, None]
+    assert (await store.get_task(delivered.task_id)) == delivered
+
+
+async def test_concurrent_results_of_many_tasks_end_each_task_once(store: TaskStore) -> None:
+    # Given ten delivered tasks and two results for each, sent at once
+    tasks = [await claimed(store) for _ in range(10)]
+    results = [
+        result_for(task.task_id, success=copy == 0, error_message=None if copy == 0 else "x")
+        for copy in range(2)
+        for task in tasks
+    ]
+
+    outcomes = await asyncio.gather(
+        *(store.save_result(result) for result in results), return_exceptions=True
+    )
+
+    # Then each task has exactly one winner, stored, and the other caller hears that result
+    for task in tasks:
+        mine = [
+            (result, outcome)
+            for result, outcome in zip(results, outcomes, strict=True)
+            if result.task_id == task.task_id
+        ]
+        winners = [outcome for _, outcome in mine if isinstance(outcome, ResultOutcome)]
+        losers = [outcome for _, outcome in mine if isinstance(outcome, TaskAlreadyFinished)]
+        assert len(winners) == 1
+        assert len(losers) == 1
+        won = winners[0]
+        assert won.task.status == ("completed" if won.result.success else "failed")
+        assert won.task == await store.get_task(task.task_id)
+        assert await store.get_result(task.task_id) == won.result
+        assert losers[0].result == won.result
+
+
 async def test_undispatched_lists_queued_tasks_never_routed(store: TaskStore) -> None:
     routed, lost, other = [await create(store) for _ in range(3)]
     delivered = await claimed(store)

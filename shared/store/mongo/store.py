@@ -17,6 +17,7 @@ from shared.errors import (
     StatusNotReportable,
     StoreError,
     TaskAlreadyFinished,
+    TaskError,
     TaskNotFound,
     TaskNotYours,
 )
@@ -32,6 +33,7 @@ from shared.store import (
 )
 from shared.store.cursor import decode_cursor, encode_cursor
 from shared.store.mongo import tokens
+from shared.store.mongo.batching import Batcher
 from shared.store.mongo.documents import (
     DEFAULT_DATABASE,
     LIVE,
@@ -53,12 +55,14 @@ from shared.store.mongo.results import (
     results_of_app,
     unnotified_with_results,
     write_result,
+    write_results,
 )
 from shared.store.mongo.transitions import (
     cancelled_update,
     claim_update,
     claimable,
     expired_update,
+    mark_dispatched_many,
     processing_update,
     release_update,
     transition,
@@ -80,6 +84,8 @@ class MongoTaskStore(MongoPresence):
         self._results: AsyncCollection[Document]
         self._tokens: AsyncCollection[Document]
         self._presence: AsyncCollection[Document]
+        self._dispatches = Batcher(self._mark_dispatched)
+        self._results_batch = Batcher(self._save_results)
 
     @translated
     async def __aenter__(self) -> Self:
@@ -246,11 +252,19 @@ class MongoTaskStore(MongoPresence):
     # --- dispatch and delivery ------------------------------------------------------------
     @translated
     async def mark_dispatched(self, task_id: str) -> TaskRecord | None:
-        return await transition(
-            self._tasks,
-            {"task_id": task_id, "delivery": "queued", "status": LIVE},
-            {"$set": {"dispatched_at": now_iso()}},
-        )
+        return await self._dispatches.submit(task_id)
+
+    async def _mark_dispatched(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+        """mark_dispatched of every id that arrived while the previous batch was written."""
+        if len(task_ids) == 1:
+            return [
+                await transition(
+                    self._tasks,
+                    {"task_id": task_ids[0], "delivery": "queued", "status": LIVE},
+                    {"$set": {"dispatched_at": now_iso()}},
+                )
+            ]
+        return await mark_dispatched_many(self._tasks, task_ids)
 
     @translated
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
@@ -386,7 +400,20 @@ class MongoTaskStore(MongoPresence):
 
     @translated
     async def save_result(self, result: ResultRecord) -> ResultOutcome:
-        return await write_result(self._tasks, self._results, result)
+        outcome = await self._results_batch.submit(result)
+        if isinstance(outcome, TaskError):
+            raise outcome
+        return outcome
+
+    async def _save_results(
+        self, batch: Sequence[ResultRecord]
+    ) -> Sequence[ResultOutcome | TaskError]:
+        if len(batch) > 1:
+            return await write_results(self._tasks, self._results, batch)
+        try:
+            return [await write_result(self._tasks, self._results, batch[0])]
+        except TaskError as refused:
+            return [refused]
 
     @translated
     async def cancel(self, task_id: str) -> CancelOutcome:
