@@ -111,6 +111,37 @@ async def test_create_task_retried_with_same_task_id_creates_it_once(store: Task
     assert again.task == first.task
 
 
+async def test_concurrent_creates_with_taken_keys_create_each_task_once(store: TaskStore) -> None:
+    # Given an existing keyed task, then creates sent at once (an adapter may join them):
+    # new tasks, the same key again (twice), and one task id retried
+    first = await store.create_task(new_task(idempotency_key="order-1"))
+    retried = new_task()
+    fresh = [new_task() for _ in range(4)]
+    asked = [
+        fresh[0],
+        new_task(idempotency_key="order-1"),
+        fresh[1],
+        retried,
+        new_task(idempotency_key="order-1"),
+        retried,
+        fresh[2],
+        fresh[3],
+    ]
+
+    outcomes = await asyncio.gather(*(store.create_task(new) for new in asked))
+
+    # Then each answer belongs to its own call, and nothing was created twice
+    assert [outcome.created for outcome in outcomes] == [
+        True, False, True, True, False, False, True, True
+    ]  # fmt: skip
+    assert outcomes[1].task == outcomes[4].task == first.task
+    assert outcomes[5].task == outcomes[3].task
+    assert [outcome.task.task_id for outcome in outcomes[:1] + outcomes[2:4] + outcomes[6:]] == [
+        new.task_id for new in (fresh[0], fresh[1], retried, fresh[2], fresh[3])
+    ]
+    assert len(await all_pages(store, 20)) == 6
+
+
 async def test_pending_for_drone_orders_by_priority_then_age(store: TaskStore) -> None:
     tasks = []
     for priority in (2, 5, 1, 5, 3):

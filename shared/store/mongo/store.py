@@ -1,17 +1,16 @@
 """MongoTaskStore, the adapter: its lifecycle and every TaskStore method."""
 
 from collections.abc import Sequence
-from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.errors import ConfigurationError as MongoConfigurationError
-from pymongo.errors import DuplicateKeyError
 
-from shared.clock import format_timestamp, now_iso, parse_timestamp
+from shared.clock import now_iso
 from shared.errors import (
     ConfigurationError,
     StatusNotReportable,
@@ -46,11 +45,13 @@ from shared.store.mongo.documents import (
     TASKS,
     Document,
     result_record,
+    task_document,
     task_record,
 )
 from shared.store.mongo.errors import translated
 from shared.store.mongo.presence import PRESENCE, PRESENCE_INDEXES, MongoPresence
 from shared.store.mongo.results import (
+    DUPLICATE_KEY,
     read_result,
     results_of_app,
     unnotified_with_results,
@@ -84,6 +85,7 @@ class MongoTaskStore(MongoPresence):
         self._results: AsyncCollection[Document]
         self._tokens: AsyncCollection[Document]
         self._presence: AsyncCollection[Document]
+        self._creations = Batcher(self._create_tasks)
         self._dispatches = Batcher(self._mark_dispatched)
         self._results_batch = Batcher(self._save_results)
 
@@ -136,35 +138,45 @@ class MongoTaskStore(MongoPresence):
     # --- creating and reading -------------------------------------------------------------
     @translated
     async def create_task(self, new: NewTask) -> CreateOutcome:
+        return await self._creations.submit(new)
+
+    async def _create_tasks(self, batch: Sequence[NewTask]) -> list[CreateOutcome]:
         now = now_iso()
-        task = TaskRecord(
-            **new.model_dump(),
-            created_at=now,
-            updated_at=now,
-        )
-        document = task.model_dump()
-        document["expires_at"] = (
-            None
-            if new.ttl_s is None
-            else format_timestamp(parse_timestamp(now) + timedelta(seconds=new.ttl_s))
-        )
-        document["deadline_at"] = None
+        tasks = [TaskRecord(**new.model_dump(), created_at=now, updated_at=now) for new in batch]
+        documents = [task_document(task, new, now) for task, new in zip(tasks, batch, strict=True)]
+        refused: set[int] = set()
         try:
-            await self._tasks.insert_one(document)
+            if len(documents) == 1:
+                await self._tasks.insert_one(documents[0])
+            else:
+                # Unordered: a taken key refuses its own document, not those after it.
+                await self._tasks.insert_many(documents, ordered=False)
         except DuplicateKeyError:
-            # The idempotency key is taken, or the same task_id was retried.
-            existing = None
-            if new.idempotency_key is not None:
-                existing = await self._tasks.find_one(
-                    {"app_id": new.app_id, "idempotency_key": new.idempotency_key},
-                    TASK_PROJECTION,
-                )
-            if existing is None:
-                existing = await self._tasks.find_one({"task_id": new.task_id}, TASK_PROJECTION)
-            if existing is None:
-                raise StoreError(f"task {new.task_id} was neither inserted nor found") from None
-            return CreateOutcome(task_record(existing), created=False)
-        return CreateOutcome(task, created=True)
+            refused = {0}
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors") or any(
+                error.get("code") != DUPLICATE_KEY for error in exc.details["writeErrors"]
+            ):
+                raise
+            refused = {error["index"] for error in exc.details["writeErrors"]}
+        return [
+            await self._existing(new) if i in refused else CreateOutcome(task, created=True)
+            for i, (task, new) in enumerate(zip(tasks, batch, strict=True))
+        ]
+
+    async def _existing(self, new: NewTask) -> CreateOutcome:
+        """The idempotency key is taken, or the same task_id was retried."""
+        existing = None
+        if new.idempotency_key is not None:
+            existing = await self._tasks.find_one(
+                {"app_id": new.app_id, "idempotency_key": new.idempotency_key},
+                TASK_PROJECTION,
+            )
+        if existing is None:
+            existing = await self._tasks.find_one({"task_id": new.task_id}, TASK_PROJECTION)
+        if existing is None:
+            raise StoreError(f"task {new.task_id} was neither inserted nor found")
+        return CreateOutcome(task_record(existing), created=False)
 
     @translated
     async def get_task(self, task_id: str) -> TaskRecord | None:
