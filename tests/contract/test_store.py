@@ -444,6 +444,36 @@ async def test_concurrent_claims_of_one_task_deliver_it_once(store: TaskStore) -
     assert winners[0].attempts == 1
 
 
+async def test_concurrent_claims_of_many_tasks_deliver_each_once_to_its_drone(
+    store: TaskStore,
+) -> None:
+    # Given queued tasks of two drones, each claimed three times at once, once by a stranger
+    mine = [await create(store, timeout_s=30.0) for _ in range(5)]
+    theirs = [await create(store, drone_id="Drone002") for _ in range(5)]
+    asked = [(task.task_id, task.drone_id) for _ in range(2) for task in [*mine, *theirs]] + [
+        (task.task_id, "Drone003") for task in mine
+    ]
+
+    claims = await asyncio.gather(*(store.claim(task_id, drone) for task_id, drone in asked))
+
+    # Then each task is delivered once, to its own drone, and stored as the winner was told
+    for task in [*mine, *theirs]:
+        won = [
+            claim
+            for (task_id, _), claim in zip(asked, claims, strict=True)
+            if task_id == task.task_id and claim is not None
+        ]
+        assert len(won) == 1
+        assert (won[0].drone_id, won[0].delivery, won[0].attempts) == (
+            task.drone_id,
+            "delivered",
+            1,
+        )
+        assert await store.get_task(task.task_id) == won[0]
+    assert claims[20:] == [None] * 5
+    assert all(claim is not None and claim.timeout_s == 30.0 for claim in claims[:5])
+
+
 async def test_release_puts_a_delivered_task_back_in_the_queue(store: TaskStore) -> None:
     task = await claimed(store, timeout_s=30.0)
     await store.apply_status(task.task_id, DRONE, "processing")

@@ -30,13 +30,16 @@ MAY_CANCEL: Final = status_in(sources("cancelled"))
 # What a task document holds beyond TaskRecord: expires_at (created_at + ttl_s) and
 # deadline_at (delivered_at + timeout_s) make the sweeps index scans; _result is step 1 of
 # save_result (results.py).
+# _claim is the token of the last claim: a batch of claims reads back which ones it won.
 TASK_PROJECTION: Final = {
     "_id": False,
     "_result": False,
+    "_claim": False,
     "expires_at": False,
     "deadline_at": False,
 }
-TASK_WITH_RESULT: Final = {"_id": False, "expires_at": False, "deadline_at": False}
+TASK_WITH_RESULT: Final = {"_id": False, "_claim": False, "expires_at": False, "deadline_at": False}
+TASK_WITH_CLAIM: Final = {"_id": False, "_result": False, "expires_at": False, "deadline_at": False}
 
 TASK_INDEXES: Final = [
     # The spec's indexes.

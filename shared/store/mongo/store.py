@@ -60,6 +60,7 @@ from shared.store.mongo.results import (
 )
 from shared.store.mongo.transitions import (
     cancelled_update,
+    claim_many,
     claim_update,
     claimable,
     expired_update,
@@ -87,6 +88,7 @@ class MongoTaskStore(MongoPresence):
         self._presence: AsyncCollection[Document]
         self._creations = Batcher(self._create_tasks)
         self._dispatches = Batcher(self._mark_dispatched)
+        self._claims = Batcher(self._claim)
         self._results_batch = Batcher(self._save_results)
 
     @translated
@@ -325,8 +327,13 @@ class MongoTaskStore(MongoPresence):
 
     @translated
     async def claim(self, task_id: str, drone_id: str) -> TaskRecord | None:
-        now = now_iso()
-        return await transition(self._tasks, claimable(task_id, drone_id, now), claim_update(now))
+        return await self._claims.submit((task_id, drone_id))
+
+    async def _claim(self, claims: Sequence[tuple[str, str]]) -> list[TaskRecord | None]:
+        if len(claims) > 1:
+            return await claim_many(self._tasks, claims)
+        (task_id, drone_id), now = claims[0], now_iso()
+        return [await transition(self._tasks, claimable(task_id, drone_id, now), claim_update(now))]
 
     @translated
     async def release(

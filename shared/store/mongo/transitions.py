@@ -3,7 +3,8 @@ the pipeline updates whose new values depend on the old ones."""
 
 from collections.abc import Sequence
 
-from pymongo import ReturnDocument
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.clock import now_iso, parse_timestamp
@@ -12,6 +13,7 @@ from shared.models import TaskRecord
 from shared.store.mongo.documents import (
     LIVE,
     TASK_PROJECTION,
+    TASK_WITH_CLAIM,
     Document,
     task_record,
 )
@@ -61,6 +63,35 @@ def claimable(task_id: str, drone_id: str, now: str) -> Document:
             {"expires_at": {"$gte": now}},
         ],
     }
+
+
+async def claim_many(
+    tasks: AsyncCollection[Document], claims: Sequence[tuple[str, str]]
+) -> list[TaskRecord | None]:
+    """claim of several (task_id, drone_id) in two round trips instead of one each. Each claim
+    writes a token of its own, so that reading back tells which claims won: two claims of one
+    task in a batch stay one win, as with one find_one_and_update each."""
+    now = now_iso()
+    tokens = [ObjectId() for _ in claims]
+    update = claim_update(now)
+    await tasks.bulk_write(
+        [
+            UpdateOne(
+                claimable(task_id, drone_id, now),
+                [{"$set": {**update[0]["$set"], "_claim": token}}],
+            )
+            for (task_id, drone_id), token in zip(claims, tokens, strict=True)
+        ],
+        ordered=False,
+    )
+    won = {
+        document.pop("_claim"): task_record(document)
+        async for document in tasks.find(
+            {"task_id": {"$in": [task_id for task_id, _ in claims]}, "_claim": {"$in": tokens}},
+            TASK_WITH_CLAIM,
+        )
+    }
+    return [won.get(token) for token in tokens]
 
 
 def claim_update(now: str) -> list[Document]:
