@@ -182,9 +182,11 @@ def run_celery_peer(
             runs.append(PeerRun(tasks, wall_s, loop.latencies_ms, used))
             if on_run:
                 on_run(k, runs[-1])
-        single = ClosedLoop(client, 1, None)
-        single.run(single_tasks)
-        p50_single = statistics.median(single.latencies_ms)
+        p50_single = float("nan")
+        if single_tasks:
+            single = ClosedLoop(client, 1, None)
+            single.run(single_tasks)
+            p50_single = statistics.median(single.latencies_ms)
     finally:
         stop_worker(worker)
         client.close()
