@@ -324,6 +324,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         default=os.environ.get("DRONEFLOW_TEST_MONGOD") or shutil.which("mongod"),
         help="mongod binary for --store mongo (default: $DRONEFLOW_TEST_MONGOD, else PATH)",
     )
+    add(
+        "--mongo-options",
+        default="",
+        metavar="QUERY",
+        help="extra options of the MongoDB URL, e.g. 'w=1&journal=false' (write concern)",
+    )
     add("--no-peer", action="store_true", help="skip the Celery peer (bench/celery_peer.py)")
     add("--no-single", action="store_true", help="skip the one-task-in-flight runs")
     add("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="user and host to use")
@@ -512,6 +518,8 @@ def bench(args: argparse.Namespace, loadgen_args: list[str], data_dir: Path) -> 
         store_url, mongod_pid = f"sqlite:///{data_dir / 'droneflow.db'}", None
         if args.store == "mongo":
             store_url, mongod_pid = stack.enter_context(mongod(args.mongod))
+            if args.mongo_options:
+                store_url += "&" + args.mongo_options
         broker_url = stack.enter_context(fresh_vhost(args.amqp_url))
         try:  # every process is gone before the vhost is deleted
             env = {
