@@ -1,10 +1,13 @@
 """Benchmark of the distributed deployment: its services as processes, driven by loadgen.
 
 Separate gateway, dispatcher and result-writer processes on a fresh RabbitMQ vhost and one
-shared SQLite file, driven by bench/loadgen.py; prints loadgen's figures and the CPU of every
-service (and of RabbitMQ) per measured run.
+shared SQLite file (or a mongod it starts, --store mongo), driven by bench/loadgen.py; prints
+loadgen's figures, the CPU of every process (services, RabbitMQ, mongod) per task, then runs
+the Celery peer (bench/celery_peer.py) on the same RabbitMQ at the same in-flight count and
+prints the ratios, with the p50 of one task in flight on both.
 
-    python bench/distributed.py [--gateways 1] [--dispatchers 1] [--writers 1]
+    python bench/distributed.py [--store sqlite|mongo] [--scale N] [--gateways 1]
+                                [--dispatchers 1] [--writers 1] [--no-peer]
                                 [--env DRONEFLOW_X=y ...] [--profile DIR] [loadgen options ...]
 
 Needs a local RabbitMQ and `rabbitmqctl` (run as root): the vhost is created with add_vhost and
@@ -15,6 +18,7 @@ status is 1 when loadgen reported a problem or a service did not exit 0. See ben
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -38,6 +42,17 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from loadgen import cpu_s, memory_mib  # noqa: E402
+
+# The issue's load: 20 drones, 4 apps, 100 tasks in flight. Given loadgen options win.
+LOADGEN_DEFAULTS = {
+    "--apps": "4",
+    "--inflight": "25",
+    "--drones": "20",
+    "--tasks": "5000",
+    "--repeat": "3",
+    "--warmup": "500",
+}
+SINGLE_TASKS = 300  # the one-task-in-flight run
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -94,6 +109,16 @@ class CpuTable:
         ):
             spans.append((t1 - t0, [b - a for a, b in zip(before, after, strict=True)], tasks))
         return spans
+
+    def per_task_medians(self) -> dict[str, float]:
+        """Median CPU µs per task of each process over the measured runs."""
+        runs = [(cpu, tasks) for _, cpu, tasks in self.runs() if tasks]
+        if not runs:
+            return {}
+        return {
+            name: statistics.median(1e6 * cpu[i] / tasks for cpu, tasks in runs)
+            for i, name in enumerate(self.names)
+        }
 
     def print(self) -> None:
         runs = self.runs()
@@ -158,6 +183,21 @@ def delete_vhost(vhost: str, attempts: int = 5) -> None:
                 raise
             with contextlib.suppress(SystemExit, subprocess.TimeoutExpired):
                 rabbitmqctl("await_startup", "--timeout", "60")
+
+
+@contextlib.contextmanager
+def mongod(binary: str | None) -> Iterator[tuple[str, int]]:
+    """A fresh one-node replica set (as docker-compose.yml runs it): yields (URL of database
+    `bench`, pid), stops it and removes its data at exit. The test suite's starter is reused."""
+    if not binary:
+        raise SystemExit("--store mongo needs --mongod or DRONEFLOW_TEST_MONGOD (a mongod binary)")
+    sys.path.insert(0, str(BENCH_DIR.parent))
+    from tests.mongod import mongod_server
+
+    with mongod_server(binary) as server:
+        assert server.process is not None
+        url = f"mongodb://127.0.0.1:{server.port}/bench?directConnection=true"
+        yield url, server.process.pid
 
 
 def _server_command() -> list[str]:
@@ -233,12 +273,12 @@ def log_problems(service: Service) -> list[str]:
 
 
 def run_loadgen(
-    services: list[Service], rabbit: int | None, loadgen_args: list[str], table: CpuTable
+    services: list[Service], extra_pids: list[int], loadgen_args: list[str], table: CpuTable
 ) -> int:
     """loadgen against the gateways; samples every process's CPU at each run boundary."""
     urls = [f"--url={s.url}" for s in services if s.command == "gateway"]
-    # RabbitMQ counts as server too, so that loadgen's `others` is only other tenants.
-    pids = [f"--server-pid={pid}" for pid in [*(s.pid for s in services), rabbit] if pid]
+    # RabbitMQ and mongod count as server too, so that loadgen's `others` is only other tenants.
+    pids = [f"--server-pid={pid}" for pid in [*(s.pid for s in services), *extra_pids]]
     argv = [sys.executable, "-u", str(BENCH_DIR / "loadgen.py"), *urls, *pids, *loadgen_args]
     loadgen = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
@@ -277,6 +317,21 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     add("--gateways", type=int, default=1)
     add("--dispatchers", type=int, default=1)
     add("--writers", type=int, default=1)
+    add("--scale", type=int, help="N of each service (sets the three options above)")
+    add("--store", choices=("sqlite", "mongo"), default="sqlite", help="the shared store")
+    add(
+        "--mongod",
+        default=os.environ.get("DRONEFLOW_TEST_MONGOD") or shutil.which("mongod"),
+        help="mongod binary for --store mongo (default: $DRONEFLOW_TEST_MONGOD, else PATH)",
+    )
+    add(
+        "--mongo-options",
+        default="",
+        metavar="QUERY",
+        help="extra options of the MongoDB URL, e.g. 'w=1&journal=false' (write concern)",
+    )
+    add("--no-peer", action="store_true", help="skip the Celery peer (bench/celery_peer.py)")
+    add("--no-single", action="store_true", help="skip the one-task-in-flight runs")
     add("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="user and host to use")
     add(
         "--env",
@@ -289,6 +344,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     add("--keep-data", action="store_true", help="keep the SQLite file and the service logs")
     add("--startup-timeout-s", type=float, default=READY_TIMEOUT_S)
     args, loadgen_args = parser.parse_known_args(argv)
+    if args.scale:
+        args.gateways = args.dispatchers = args.writers = args.scale
+    given = {a.split("=", 1)[0] for a in loadgen_args}
+    for option, value in LOADGEN_DEFAULTS.items():
+        if option not in given:
+            loadgen_args += [option, value]
     if min(args.gateways, args.dispatchers, args.writers) < 1:
         parser.error("at least one of each service")
     if any(a == "--url" or a.startswith(("--url=", "--server-pid")) for a in loadgen_args):
@@ -337,15 +398,134 @@ def stop_all(services: list[Service]) -> bool:
     return all(service.exit_code == 0 for service in services)
 
 
+def loadgen_option(loadgen_args: list[str], option: str) -> str:
+    """The value of one of loadgen's options in `loadgen_args` (defaults were filled in)."""
+    for i, arg in enumerate(loadgen_args):
+        if arg == option:
+            return loadgen_args[i + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    raise KeyError(option)
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in ("tasks_per_s", "p50", "p99")}
+
+
+def droneflow_figures(json_path: Path) -> dict[str, Any]:
+    """Medians of loadgen's runs, and the p99 of its paced runs when it made some (loadgen
+    --half-peak: paced at half the closed-loop median)."""
+    figures = json.loads(json_path.read_text())
+    ours: dict[str, Any] = medians(figures["runs"])
+    if figures.get("half_peak_runs"):
+        ours["half_peak_p99"] = medians(figures["half_peak_runs"])["p99"]
+    return ours
+
+
+def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler.wait(30)
+
+
+def single_p50_ms(
+    services: list[Service], extra_pids: list[int], loadgen_args: list[str], json_path: Path
+) -> float:
+    """p50 round trip of one application with one task in flight (one drone per gateway)."""
+    argv = ["--apps", "1", "--inflight", "1", "--tasks", str(SINGLE_TASKS), "--repeat", "1"]
+    argv += ["--warmup", "50", "--priority", "3", "--json", str(json_path)]
+    argv += ["--drones", loadgen_option(loadgen_args, "--drones")]
+    table = CpuTable([], [])
+    if run_loadgen(services, extra_pids, argv, table) != 0:
+        return float("nan")
+    return float(json.loads(json_path.read_text())["runs"][0]["p50"])
+
+
+def peer(
+    args: argparse.Namespace, loadgen_args: list[str], rabbit: int | None, half_peak: bool
+) -> dict[str, Any]:
+    """The Celery peer on a vhost of its own, confirms on, at droneflow's in-flight count."""
+    from celery_peer import line, run_celery_peer
+
+    inflight = int(loadgen_option(loadgen_args, "--apps")) * int(
+        loadgen_option(loadgen_args, "--inflight")
+    )
+    tasks = int(loadgen_option(loadgen_args, "--tasks"))
+    repeat = int(loadgen_option(loadgen_args, "--repeat"))
+    figures: dict[str, Any] = {}
+    with fresh_vhost(args.amqp_url) as url:
+        figures = run_celery_peer(
+            url,
+            inflight,
+            tasks,
+            confirms=True,
+            repeat=repeat,
+            warmup=int(loadgen_option(loadgen_args, "--warmup")),
+            single_tasks=0 if args.no_single else SINGLE_TASKS,
+            measure_pids={"rabbitmq": rabbit} if rabbit else None,
+        )
+        print(line(figures), flush=True)
+        if half_peak:
+            paced = run_celery_peer(
+                url,
+                inflight,
+                tasks,
+                confirms=True,
+                repeat=repeat,
+                warmup=0,
+                single_tasks=0,
+                rate_per_s=figures["tasks_per_s"] / 2,
+            )
+            figures["half_peak_p99_ms"] = paced["p99_ms"]
+            print(f"celery paced at half its peak: p99 {paced['p99_ms']:.1f} ms", flush=True)
+    return figures
+
+
+def print_ratios(
+    ours: dict[str, Any], celery: dict[str, Any] | None, cpu: dict[str, float]
+) -> None:
+    """The issue's table: droneflow against the Celery peer, medians."""
+    print("\n| figure (medians) | droneflow | celery (confirms) | droneflow / celery |")
+    print("|---|---:|---:|---:|")
+
+    def row(name: str, mine: float | None, theirs: float | None, fmt: str) -> None:
+        ratio = f"{mine / theirs:.2f}x" if mine and theirs else "-"
+        cells = [format(x, fmt) if x is not None else "-" for x in (mine, theirs)]
+        print(f"| {name} | {cells[0]} | {cells[1]} | {ratio} |")
+
+    c = celery or {}
+    row("tasks/s", ours["tasks_per_s"], c.get("tasks_per_s"), ",.0f")
+    row("p50 ms", ours["p50"], c.get("p50_ms"), ".1f")
+    row("p99 ms", ours["p99"], c.get("p99_ms"), ".1f")
+    row("p99 ms at half of peak", ours.get("half_peak_p99"), c.get("half_peak_p99_ms"), ".1f")
+    row("1 in flight p50 ms", ours.get("single_p50"), c.get("single_p50_ms"), ".2f")
+    total = sum(v for v in cpu.values() if v == v)
+    row("CPU µs/task, all processes", total, sum(c.get("cpu_us_per_task", {}).values()), ",.0f")
+    print("CPU µs/task: " + ", ".join(f"{n} {v:,.0f}" for n, v in cpu.items()))
+    if c:
+        print(
+            "celery CPU µs/task: "
+            + ", ".join(f"{n} {v:,.0f}" for n, v in c["cpu_us_per_task"].items())
+        )
+
+
 def bench(args: argparse.Namespace, loadgen_args: list[str], data_dir: Path) -> int:
     services = plan(args, data_dir)
     profilers: list[subprocess.Popen[bytes]] = []
-    with fresh_vhost(args.amqp_url) as broker_url:
+    with contextlib.ExitStack() as stack:
+        store_url, mongod_pid = f"sqlite:///{data_dir / 'droneflow.db'}", None
+        if args.store == "mongo":
+            store_url, mongod_pid = stack.enter_context(mongod(args.mongod))
+            if args.mongo_options:
+                store_url += "&" + args.mongo_options
+        broker_url = stack.enter_context(fresh_vhost(args.amqp_url))
         try:  # every process is gone before the vhost is deleted
             env = {
                 **os.environ,
                 "DRONEFLOW_BROKER_URL": broker_url,
-                "DRONEFLOW_STORE_URL": f"sqlite:///{data_dir / 'droneflow.db'}",
+                "DRONEFLOW_STORE_URL": store_url,
                 "DRONEFLOW_DATA_DIR": str(data_dir),
                 **dict(item.split("=", 1) for item in args.env),
             }
@@ -355,34 +535,44 @@ def bench(args: argparse.Namespace, loadgen_args: list[str], data_dir: Path) -> 
             rabbit = rabbitmq_pid()
             vhost = urllib.parse.unquote(urllib.parse.urlsplit(broker_url).path[1:])
             print(
-                f"droneflow distributed: {args.gateways} gateway(s), {args.dispatchers}"
-                f" dispatcher(s), {args.writers} result writer(s) | vhost {vhost}"
-                f" | {', '.join(f'{s.name} pid {s.pid}' for s in services)}"
-                f" | rabbitmq pid {rabbit}" + "".join(f" | {item}" for item in args.env),
+                f"droneflow distributed on {args.store}: {args.gateways} gateway(s),"
+                f" {args.dispatchers} dispatcher(s), {args.writers} result writer(s)"
+                f" | vhost {vhost} | {', '.join(f'{s.name} pid {s.pid}' for s in services)}"
+                f" | rabbitmq pid {rabbit} | mongod pid {mongod_pid}"
+                + "".join(f" | {item}" for item in args.env),
                 flush=True,
             )
             measured = [(s.name, s.pid) for s in services]
-            if rabbit is not None:
-                measured.append(("rabbitmq", rabbit))
+            measured += [(n, p) for n, p in (("rabbitmq", rabbit), ("mongod", mongod_pid)) if p]
+            extra_pids = [p for p in (rabbit, mongod_pid) if p]
             table = CpuTable([name for name, _ in measured], [pid for _, pid in measured])
             if args.profile:
                 profilers = start_profilers(services, args.profile)
-            status = run_loadgen(services, rabbit, loadgen_args, table)
-            for profiler in profilers:
-                profiler.send_signal(signal.SIGINT)
-            for profiler in profilers:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    profiler.wait(30)
+            json_path = data_dir / "loadgen.json"
+            status = run_loadgen(
+                services, extra_pids, [*loadgen_args, "--json", str(json_path)], table
+            )
+            stop_profilers(profilers)
             table.print()
+            ours = droneflow_figures(json_path)
+            if not args.no_single:
+                ours["single_p50"] = single_p50_ms(
+                    services, extra_pids, loadgen_args, data_dir / "single.json"
+                )
+            cpu = table.per_task_medians()
             healthy = stop_all(services)
             if args.profile:
                 print(f"profiles in {args.profile}")
-            return 0 if status == 0 and healthy else 1
         finally:
             for profiler in profilers:
                 kill(profiler)
             for service in services:
                 kill(service.process)
+    celery = None
+    if not args.no_peer:
+        celery = peer(args, loadgen_args, rabbitmq_pid(), "--half-peak" in loadgen_args)
+    print_ratios(ours, celery, cpu)
+    return 0 if status == 0 and healthy else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,37 @@ async def test_create_task_retried_with_same_task_id_creates_it_once(store: Task
     assert again.task == first.task
 
 
+async def test_concurrent_creates_with_taken_keys_create_each_task_once(store: TaskStore) -> None:
+    # Given an existing keyed task, then creates sent at once (an adapter may join them):
+    # new tasks, the same key again (twice), and one task id retried
+    first = await store.create_task(new_task(idempotency_key="order-1"))
+    retried = new_task()
+    fresh = [new_task() for _ in range(4)]
+    asked = [
+        fresh[0],
+        new_task(idempotency_key="order-1"),
+        fresh[1],
+        retried,
+        new_task(idempotency_key="order-1"),
+        retried,
+        fresh[2],
+        fresh[3],
+    ]
+
+    outcomes = await asyncio.gather(*(store.create_task(new) for new in asked))
+
+    # Then each answer belongs to its own call, and nothing was created twice
+    assert [outcome.created for outcome in outcomes] == [
+        True, False, True, True, False, False, True, True
+    ]  # fmt: skip
+    assert outcomes[1].task == outcomes[4].task == first.task
+    assert outcomes[5].task == outcomes[3].task
+    assert [outcome.task.task_id for outcome in outcomes[:1] + outcomes[2:4] + outcomes[6:]] == [
+        new.task_id for new in (fresh[0], fresh[1], retried, fresh[2], fresh[3])
+    ]
+    assert len(await all_pages(store, 20)) == 6
+
+
 async def test_pending_for_drone_orders_by_priority_then_age(store: TaskStore) -> None:
     tasks = []
     for priority in (2, 5, 1, 5, 3):
@@ -248,6 +279,67 @@ async def test_mark_dispatched_drops_unknown_delivered_and_terminal_tasks(
     assert await store.mark_dispatched(cancelled.task_id) is None
 
 
+async def test_concurrent_mark_dispatched_answers_each_call_for_its_own_task(
+    store: TaskStore,
+) -> None:
+    # Given queued tasks, one of them twice, beside unknown, delivered and cancelled ones
+    queued = [await create(store) for _ in range(8)]
+    delivered = await claimed(store)
+    cancelled = await create(store)
+    await store.cancel(cancelled.task_id)
+    asked = [
+        *(task.task_id for task in queued),
+        queued[0].task_id,
+        "task_unknown",
+        delivered.task_id,
+        cancelled.task_id,
+    ]
+
+    # When they are all marked at once (an adapter may join them into one write)
+    answers = await asyncio.gather(*(store.mark_dispatched(task_id) for task_id in asked))
+
+    # Then every queued task comes back stamped, as stored, to each call that asked for it
+    for task_id, answer in zip(asked[:9], answers[:9], strict=True):
+        assert answer is not None
+        assert answer.task_id == task_id
+        assert answer.dispatched_at is not None
+        assert answer.delivery == "queued"
+        assert await store.get_task(task_id) == answer
+    assert answers[9:] == [None, None, None]
+    assert (await store.get_task(delivered.task_id)) == delivered
+
+
+async def test_concurrent_results_of_many_tasks_end_each_task_once(store: TaskStore) -> None:
+    # Given ten delivered tasks and two results for each, sent at once
+    tasks = [await claimed(store) for _ in range(10)]
+    results = [
+        result_for(task.task_id, success=copy == 0, error_message=None if copy == 0 else "x")
+        for copy in range(2)
+        for task in tasks
+    ]
+
+    outcomes = await asyncio.gather(
+        *(store.save_result(result) for result in results), return_exceptions=True
+    )
+
+    # Then each task has exactly one winner, stored, and the other caller hears that result
+    for task in tasks:
+        mine = [
+            (result, outcome)
+            for result, outcome in zip(results, outcomes, strict=True)
+            if result.task_id == task.task_id
+        ]
+        winners = [outcome for _, outcome in mine if isinstance(outcome, ResultOutcome)]
+        losers = [outcome for _, outcome in mine if isinstance(outcome, TaskAlreadyFinished)]
+        assert len(winners) == 1
+        assert len(losers) == 1
+        won = winners[0]
+        assert won.task.status == ("completed" if won.result.success else "failed")
+        assert won.task == await store.get_task(task.task_id)
+        assert await store.get_result(task.task_id) == won.result
+        assert losers[0].result == won.result
+
+
 async def test_undispatched_lists_queued_tasks_never_routed(store: TaskStore) -> None:
     routed, lost, other = [await create(store) for _ in range(3)]
     delivered = await claimed(store)
@@ -350,6 +442,36 @@ async def test_concurrent_claims_of_one_task_deliver_it_once(store: TaskStore) -
     winners = [claim for claim in claims if claim is not None]
     assert len(winners) == 1
     assert winners[0].attempts == 1
+
+
+async def test_concurrent_claims_of_many_tasks_deliver_each_once_to_its_drone(
+    store: TaskStore,
+) -> None:
+    # Given queued tasks of two drones, each claimed three times at once, once by a stranger
+    mine = [await create(store, timeout_s=30.0) for _ in range(5)]
+    theirs = [await create(store, drone_id="Drone002") for _ in range(5)]
+    asked = [(task.task_id, task.drone_id) for _ in range(2) for task in [*mine, *theirs]] + [
+        (task.task_id, "Drone003") for task in mine
+    ]
+
+    claims = await asyncio.gather(*(store.claim(task_id, drone) for task_id, drone in asked))
+
+    # Then each task is delivered once, to its own drone, and stored as the winner was told
+    for task in [*mine, *theirs]:
+        won = [
+            claim
+            for (task_id, _), claim in zip(asked, claims, strict=True)
+            if task_id == task.task_id and claim is not None
+        ]
+        assert len(won) == 1
+        assert (won[0].drone_id, won[0].delivery, won[0].attempts) == (
+            task.drone_id,
+            "delivered",
+            1,
+        )
+        assert await store.get_task(task.task_id) == won[0]
+    assert claims[20:] == [None] * 5
+    assert all(claim is not None and claim.timeout_s == 30.0 for claim in claims[:5])
 
 
 async def test_release_puts_a_delivered_task_back_in_the_queue(store: TaskStore) -> None:

@@ -1,12 +1,14 @@
 """What MongoTaskStore keeps in MongoDB: collection names, indexes, projections, and the
 conversion of documents to the port's records."""
 
+from datetime import timedelta
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from shared.clock import format_timestamp, parse_timestamp
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus, sources
-from shared.models import ResultRecord, TaskRecord
+from shared.models import NewTask, ResultRecord, TaskRecord
 
 Document = dict[str, Any]
 
@@ -28,13 +30,16 @@ MAY_CANCEL: Final = status_in(sources("cancelled"))
 # What a task document holds beyond TaskRecord: expires_at (created_at + ttl_s) and
 # deadline_at (delivered_at + timeout_s) make the sweeps index scans; _result is step 1 of
 # save_result (results.py).
+# _claim is the token of the last claim: a batch of claims reads back which ones it won.
 TASK_PROJECTION: Final = {
     "_id": False,
     "_result": False,
+    "_claim": False,
     "expires_at": False,
     "deadline_at": False,
 }
-TASK_WITH_RESULT: Final = {"_id": False, "expires_at": False, "deadline_at": False}
+TASK_WITH_RESULT: Final = {"_id": False, "_claim": False, "expires_at": False, "deadline_at": False}
+TASK_WITH_CLAIM: Final = {"_id": False, "_result": False, "expires_at": False, "deadline_at": False}
 
 TASK_INDEXES: Final = [
     # The spec's indexes.
@@ -95,6 +100,18 @@ RESULT_INDEXES: Final = [
         name="ix_drone_timestamp",
     ),
 ]
+
+
+def task_document(task: TaskRecord, new: NewTask, now: str) -> Document:
+    """The document of a new task: the record, and when it expires."""
+    document = task.model_dump()
+    document["expires_at"] = (
+        None
+        if new.ttl_s is None
+        else format_timestamp(parse_timestamp(now) + timedelta(seconds=new.ttl_s))
+    )
+    document["deadline_at"] = None
+    return document
 
 
 def task_record(document: Document) -> TaskRecord:

@@ -1,22 +1,22 @@
 """MongoTaskStore, the adapter: its lifecycle and every TaskStore method."""
 
 from collections.abc import Sequence
-from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.errors import ConfigurationError as MongoConfigurationError
-from pymongo.errors import DuplicateKeyError
 
-from shared.clock import format_timestamp, now_iso, parse_timestamp
+from shared.clock import now_iso
 from shared.errors import (
     ConfigurationError,
     StatusNotReportable,
     StoreError,
     TaskAlreadyFinished,
+    TaskError,
     TaskNotFound,
     TaskNotYours,
 )
@@ -32,6 +32,7 @@ from shared.store import (
 )
 from shared.store.cursor import decode_cursor, encode_cursor
 from shared.store.mongo import tokens
+from shared.store.mongo.batching import Batcher
 from shared.store.mongo.documents import (
     DEFAULT_DATABASE,
     LIVE,
@@ -44,21 +45,26 @@ from shared.store.mongo.documents import (
     TASKS,
     Document,
     result_record,
+    task_document,
     task_record,
 )
 from shared.store.mongo.errors import translated
 from shared.store.mongo.presence import PRESENCE, PRESENCE_INDEXES, MongoPresence
 from shared.store.mongo.results import (
+    DUPLICATE_KEY,
     read_result,
     results_of_app,
     unnotified_with_results,
     write_result,
+    write_results,
 )
 from shared.store.mongo.transitions import (
     cancelled_update,
+    claim_many,
     claim_update,
     claimable,
     expired_update,
+    mark_dispatched_many,
     processing_update,
     release_update,
     transition,
@@ -80,6 +86,10 @@ class MongoTaskStore(MongoPresence):
         self._results: AsyncCollection[Document]
         self._tokens: AsyncCollection[Document]
         self._presence: AsyncCollection[Document]
+        self._creations = Batcher(self._create_tasks)
+        self._dispatches = Batcher(self._mark_dispatched)
+        self._claims = Batcher(self._claim)
+        self._results_batch = Batcher(self._save_results)
 
     @translated
     async def __aenter__(self) -> Self:
@@ -130,35 +140,45 @@ class MongoTaskStore(MongoPresence):
     # --- creating and reading -------------------------------------------------------------
     @translated
     async def create_task(self, new: NewTask) -> CreateOutcome:
+        return await self._creations.submit(new)
+
+    async def _create_tasks(self, batch: Sequence[NewTask]) -> list[CreateOutcome]:
         now = now_iso()
-        task = TaskRecord(
-            **new.model_dump(),
-            created_at=now,
-            updated_at=now,
-        )
-        document = task.model_dump()
-        document["expires_at"] = (
-            None
-            if new.ttl_s is None
-            else format_timestamp(parse_timestamp(now) + timedelta(seconds=new.ttl_s))
-        )
-        document["deadline_at"] = None
+        tasks = [TaskRecord(**new.model_dump(), created_at=now, updated_at=now) for new in batch]
+        documents = [task_document(task, new, now) for task, new in zip(tasks, batch, strict=True)]
+        refused: set[int] = set()
         try:
-            await self._tasks.insert_one(document)
+            if len(documents) == 1:
+                await self._tasks.insert_one(documents[0])
+            else:
+                # Unordered: a taken key refuses its own document, not those after it.
+                await self._tasks.insert_many(documents, ordered=False)
         except DuplicateKeyError:
-            # The idempotency key is taken, or the same task_id was retried.
-            existing = None
-            if new.idempotency_key is not None:
-                existing = await self._tasks.find_one(
-                    {"app_id": new.app_id, "idempotency_key": new.idempotency_key},
-                    TASK_PROJECTION,
-                )
-            if existing is None:
-                existing = await self._tasks.find_one({"task_id": new.task_id}, TASK_PROJECTION)
-            if existing is None:
-                raise StoreError(f"task {new.task_id} was neither inserted nor found") from None
-            return CreateOutcome(task_record(existing), created=False)
-        return CreateOutcome(task, created=True)
+            refused = {0}
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors") or any(
+                error.get("code") != DUPLICATE_KEY for error in exc.details["writeErrors"]
+            ):
+                raise
+            refused = {error["index"] for error in exc.details["writeErrors"]}
+        return [
+            await self._existing(new) if i in refused else CreateOutcome(task, created=True)
+            for i, (task, new) in enumerate(zip(tasks, batch, strict=True))
+        ]
+
+    async def _existing(self, new: NewTask) -> CreateOutcome:
+        """The idempotency key is taken, or the same task_id was retried."""
+        existing = None
+        if new.idempotency_key is not None:
+            existing = await self._tasks.find_one(
+                {"app_id": new.app_id, "idempotency_key": new.idempotency_key},
+                TASK_PROJECTION,
+            )
+        if existing is None:
+            existing = await self._tasks.find_one({"task_id": new.task_id}, TASK_PROJECTION)
+        if existing is None:
+            raise StoreError(f"task {new.task_id} was neither inserted nor found")
+        return CreateOutcome(task_record(existing), created=False)
 
     @translated
     async def get_task(self, task_id: str) -> TaskRecord | None:
@@ -246,11 +266,19 @@ class MongoTaskStore(MongoPresence):
     # --- dispatch and delivery ------------------------------------------------------------
     @translated
     async def mark_dispatched(self, task_id: str) -> TaskRecord | None:
-        return await transition(
-            self._tasks,
-            {"task_id": task_id, "delivery": "queued", "status": LIVE},
-            {"$set": {"dispatched_at": now_iso()}},
-        )
+        return await self._dispatches.submit(task_id)
+
+    async def _mark_dispatched(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+        """mark_dispatched of every id that arrived while the previous batch was written."""
+        if len(task_ids) == 1:
+            return [
+                await transition(
+                    self._tasks,
+                    {"task_id": task_ids[0], "delivery": "queued", "status": LIVE},
+                    {"$set": {"dispatched_at": now_iso()}},
+                )
+            ]
+        return await mark_dispatched_many(self._tasks, task_ids)
 
     @translated
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
@@ -299,8 +327,13 @@ class MongoTaskStore(MongoPresence):
 
     @translated
     async def claim(self, task_id: str, drone_id: str) -> TaskRecord | None:
-        now = now_iso()
-        return await transition(self._tasks, claimable(task_id, drone_id, now), claim_update(now))
+        return await self._claims.submit((task_id, drone_id))
+
+    async def _claim(self, claims: Sequence[tuple[str, str]]) -> list[TaskRecord | None]:
+        if len(claims) > 1:
+            return await claim_many(self._tasks, claims)
+        (task_id, drone_id), now = claims[0], now_iso()
+        return [await transition(self._tasks, claimable(task_id, drone_id, now), claim_update(now))]
 
     @translated
     async def release(
@@ -386,7 +419,20 @@ class MongoTaskStore(MongoPresence):
 
     @translated
     async def save_result(self, result: ResultRecord) -> ResultOutcome:
-        return await write_result(self._tasks, self._results, result)
+        outcome = await self._results_batch.submit(result)
+        if isinstance(outcome, TaskError):
+            raise outcome
+        return outcome
+
+    async def _save_results(
+        self, batch: Sequence[ResultRecord]
+    ) -> Sequence[ResultOutcome | TaskError]:
+        if len(batch) > 1:
+            return await write_results(self._tasks, self._results, batch)
+        try:
+            return [await write_result(self._tasks, self._results, batch[0])]
+        except TaskError as refused:
+            return [refused]
 
     @translated
     async def cancel(self, task_id: str) -> CancelOutcome:

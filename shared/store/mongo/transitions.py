@@ -1,7 +1,10 @@
 """Task transitions: each is one `find_one_and_update` whose filter is the precondition, and
 the pipeline updates whose new values depend on the old ones."""
 
-from pymongo import ReturnDocument
+from collections.abc import Sequence
+
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.clock import now_iso, parse_timestamp
@@ -10,6 +13,7 @@ from shared.models import TaskRecord
 from shared.store.mongo.documents import (
     LIVE,
     TASK_PROJECTION,
+    TASK_WITH_CLAIM,
     Document,
     task_record,
 )
@@ -28,6 +32,23 @@ async def transition(
     return None if document is None else task_record(document)
 
 
+async def mark_dispatched_many(
+    tasks: AsyncCollection[Document], task_ids: Sequence[str]
+) -> list[TaskRecord | None]:
+    """mark_dispatched of several tasks in two round trips instead of one each: stamp every
+    routable one, then read back those that carry this stamp. A task claimed, ended or
+    released between the two is left out, as if the stamp had come after that change: the
+    dispatcher then sends nothing for it, and a released task is routed again by the sweep."""
+    stamp = now_iso()
+    routable = {"task_id": {"$in": list(task_ids)}, "delivery": "queued", "status": LIVE}
+    await tasks.update_many(routable, {"$set": {"dispatched_at": stamp}})
+    found = {
+        document["task_id"]: task_record(document)
+        async for document in tasks.find({**routable, "dispatched_at": stamp}, TASK_PROJECTION)
+    }
+    return [found.get(task_id) for task_id in task_ids]
+
+
 def claimable(task_id: str, drone_id: str, now: str) -> Document:
     # A pending task past its ttl is refused, as `expire` will fail it; one a drone
     # already started (processing) has outlived its ttl on purpose.
@@ -42,6 +63,35 @@ def claimable(task_id: str, drone_id: str, now: str) -> Document:
             {"expires_at": {"$gte": now}},
         ],
     }
+
+
+async def claim_many(
+    tasks: AsyncCollection[Document], claims: Sequence[tuple[str, str]]
+) -> list[TaskRecord | None]:
+    """claim of several (task_id, drone_id) in two round trips instead of one each. Each claim
+    writes a token of its own, so that reading back tells which claims won: two claims of one
+    task in a batch stay one win, as with one find_one_and_update each."""
+    now = now_iso()
+    tokens = [ObjectId() for _ in claims]
+    update = claim_update(now)
+    await tasks.bulk_write(
+        [
+            UpdateOne(
+                claimable(task_id, drone_id, now),
+                [{"$set": {**update[0]["$set"], "_claim": token}}],
+            )
+            for (task_id, drone_id), token in zip(claims, tokens, strict=True)
+        ],
+        ordered=False,
+    )
+    won = {
+        document.pop("_claim"): task_record(document)
+        async for document in tasks.find(
+            {"task_id": {"$in": [task_id for task_id, _ in claims]}, "_claim": {"$in": tokens}},
+            TASK_WITH_CLAIM,
+        )
+    }
+    return [won.get(token) for token in tokens]
 
 
 def claim_update(now: str) -> list[Document]:
