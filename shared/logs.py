@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final, Literal, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -97,12 +97,15 @@ def _access_fields(record: logging.LogRecord) -> dict[str, object]:
 
 
 def configure_logging(
-    log_format: LogFormat, level: str, filters: Iterable[logging.Filter] = ()
+    log_format: LogFormat,
+    level: str,
+    filters: Iterable[logging.Filter] = (),
+    stream: TextIO | None = None,
 ) -> None:
     """One handler, on the root logger, that every line goes through: droneflow's, uvicorn's
     (when uvicorn is given no log_config of its own) and the drivers'. `filters` run on it,
-    so they see every record, whichever logger made it."""
-    handler = logging.StreamHandler(sys.stderr)
+    so they see every record, whichever logger made it. `stream`: stderr unless given."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     for log_filter in filters:
         handler.addFilter(log_filter)
