@@ -149,21 +149,22 @@ async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
             "DRONEFLOW_DATA_DIR to a directory droneflow may write to"
         ) from None
     keys = token_keys(settings, "serve")
-    listening = listen(settings)
-    _serve_metrics(settings)
-    async with build_broker(settings) as broker, build_store(settings) as store:
-        services_stop = asyncio.Event()
-        services = [
-            asyncio.create_task(_dispatcher(settings, broker, store).run(services_stop)),
-            asyncio.create_task(_result_writer(settings, broker, store).run(services_stop)),
-        ]
-        try:
-            await _serve_http(_uvicorn_server(settings, broker, store, keys), listening, stop)
-        finally:
-            # The gateway stops first: its drone sockets hand their tasks back while the
-            # dispatcher and the result writer still run.
-            services_stop.set()
-            await asyncio.gather(*services)
+    with listen(settings) as listening:
+        _serve_metrics(settings)
+        async with build_broker(settings) as broker, build_store(settings) as store:
+            services_stop = asyncio.Event()
+            services = [
+                asyncio.create_task(_dispatcher(settings, broker, store).run(services_stop)),
+                asyncio.create_task(_result_writer(settings, broker, store).run(services_stop)),
+            ]
+            try:
+                server = _uvicorn_server(settings, broker, store, keys)
+                await _serve_http(server, listening, stop)
+            finally:
+                # The gateway stops first: its drone sockets hand their tasks back while the
+                # dispatcher and the result writer still run.
+                services_stop.set()
+                await asyncio.gather(*services)
 
 
 async def _supervised(
@@ -254,7 +255,8 @@ async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
 
     async def serve(broker: Broker, store: TaskStore) -> None:
         server = _uvicorn_server(settings, broker, store, keys)
-        await _serve_http(server, listen(settings), stop)
+        with listen(settings) as listening:
+            await _serve_http(server, listening, stop)
 
     await _supervised("gateway", settings, stop, serve)
 
