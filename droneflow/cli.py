@@ -6,9 +6,8 @@ import logging
 from collections.abc import Sequence
 
 from droneflow import token_cli
-from droneflow.startup import EXIT_CODES, run_service
+from droneflow.startup import EXIT_CODES, EXIT_CONFIGURATION, load_settings, run_service
 from shared.errors import ConfigurationError
-from shared.settings import Settings
 
 COMMANDS: dict[str, tuple[bool, str]] = {
     "serve": (True, "everything in one process (embedded defaults)"),
@@ -45,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
     if args.command != "token":
         return run_service(args.command, overrides)
-    settings = Settings(**overrides)
+    settings = load_settings(overrides)
+    if settings is None:
+        return EXIT_CONFIGURATION
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

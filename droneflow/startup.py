@@ -5,11 +5,10 @@ to change, and one of EXIT_CODES; never with a traceback. Only a bug still shows
 """
 
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, Literal
+from typing import Final
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -21,10 +20,9 @@ from shared.errors import TRANSIENT_ERRORS, CannotListen, ConfigurationError
 from shared.logs import configure_logging
 from shared.settings import Settings
 
-Command = Literal["serve", "gateway", "dispatcher", "result-writer"]
 Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
-RUNNERS: Final[Mapping[Command, Runner]] = {
+RUNNERS: Final[Mapping[str, Runner]] = {
     "serve": runner.run_embedded,
     "gateway": runner.run_gateway,
     "dispatcher": runner.run_dispatcher,
@@ -43,21 +41,27 @@ EXIT_CODES: Final = f"""exit codes:
   {EXIT_CANNOT_LISTEN}  could not listen: the port is in use or the address is not this machine's
   {EXIT_UNREACHABLE}  `serve` could not open its store or broker (distributed services retry)"""
 
-log = logging.getLogger("droneflow")
 
-
-def run_service(command: str, overrides: Mapping[str, object]) -> int:
-    """Runs `command` until SIGTERM or SIGINT; returns the exit code. `overrides` are settings
-    given on the command line (--host, --port), which win over the environment."""
+def load_settings(overrides: Mapping[str, object]) -> Settings | None:
+    """Settings from DRONEFLOW_* and `overrides` (--host, --port: they win), or None once each
+    bad value has been named on stderr (exit with EXIT_CONFIGURATION then)."""
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         for error in exc.errors():
             _say(setting_problem(error, overrides))
+        return None
+
+
+def run_service(command: str, overrides: Mapping[str, object]) -> int:
+    """Runs `command` ("serve", "gateway", "dispatcher" or "result-writer") until SIGTERM or
+    SIGINT; returns the exit code."""
+    settings = load_settings(overrides)
+    if settings is None:
         return EXIT_CONFIGURATION
     configure_logging(settings.log_format, settings.log_level, filters=[RedactTokens()])
     try:
-        run = RUNNERS[command]  # type: ignore[index]
+        run = RUNNERS[command]
         _refuse_lone_memory_broker(command, settings)
         with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
             loop_runner.run(_run_until_signalled(run, settings))
@@ -100,6 +104,7 @@ _EXPECTED: Final = {
     "literal_error": ("is not one of the allowed values", "one of {expected}"),
     "string_pattern_mismatch": ("does not match the allowed pattern", "a value matching {pattern}"),
 }
+_SHOULD_BE: Final = "Input should be "
 _PORTS: Final = frozenset({"port", "metrics_port"})
 _SECRET_WORDS: Final = ("secret", "key")
 MAX_VALUE_CHARS: Final = 60
@@ -118,9 +123,11 @@ def setting_problem(error: ErrorDetails, overrides: Mapping[str, object]) -> str
     if error["type"] in _EXPECTED:
         problem, expected = _EXPECTED[error["type"]]
         expected = expected.format(**context) if context else expected
+    elif (message := error["msg"]).startswith(_SHOULD_BE):  # "… greater than or equal to 1"
+        problem = f"should be {message.removeprefix(_SHOULD_BE)}"
+        expected = f"a value {message.removeprefix(_SHOULD_BE)}"
     else:
-        problem = error["msg"][0].lower() + error["msg"][1:]
-        expected = "a valid value"
+        problem, expected = f"is invalid ({message})", "a valid value"
     if field in _PORTS:
         expected = "a port number (0 to 65535)"
     if not field:
