@@ -220,3 +220,14 @@ async def test_json_logs_carry_uvicorn_lines_and_drone_ids_and_no_token(
     # and the drone's token appears in none of them
     assert UNUSED_SECRET not in log_text
     assert any("token=[redacted]" in entry["message"] for entry in entries), entries
+
+
+def test_serve_with_an_unreachable_mongodb_names_the_store_setting(env: dict[str, str]) -> None:
+    store_url = f"mongodb://droneflow:{UNUSED_SECRET}@127.0.0.1:{free_port()}/droneflow"
+
+    run = droneflow({**env, "DRONEFLOW_STORE_URL": store_url}, "serve", "--port", str(free_port()))
+
+    line = assert_fails_in_one_line(run, EXIT_UNREACHABLE)
+    assert "store at mongodb://droneflow:***@127.0.0.1:" in line
+    assert "(DRONEFLOW_STORE_URL) unavailable: MongoDB" in line
+    assert UNUSED_SECRET not in run.stderr
