@@ -8,7 +8,7 @@ from shared.announce import after_release, enqueue, notify_status, resend_final_
 from shared.broker import Broker, Delivery
 from shared.clock import iso_after, iso_before, now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
-from shared.metrics import TASKS_RELEASED, TASKS_ROUTED
+from shared.metrics import TASKS_RELEASED, TASKS_ROUTED, task_finished, task_redelivered
 from shared.models import MAX_PRIORITY, TaskRecord
 from shared.protocol import (
     ControlMessage,
@@ -95,10 +95,12 @@ class Dispatcher:
             waiting = await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH)
             for task in sorted(waiting, key=lambda t: -t.priority):
                 await enqueue(self.broker, self.queues, task)
+                task_redelivered("unrouted")
                 acted += 1
         acted += await self.age()
         acted += await self.renotify()
         for task in await self.store.expire(now, SWEEP_BATCH):
+            task_finished(task)
             await notify_status(self.broker, self.queues, task)
             acted += 1
         for task in await self.store.overdue(now, SWEEP_BATCH):
@@ -108,6 +110,10 @@ class Dispatcher:
             if released is None:
                 continue
             TASKS_RELEASED.labels(reason="timeout").inc()
+            if released.is_terminal:
+                task_finished(released)
+            else:
+                task_redelivered("timeout")
             control = ControlMessage(kind="timeout", task_id=task.task_id, drone_id=task.drone_id)
             await self.broker.broadcast(self.queues.control, control.encode())
             await after_release(self.broker, self.queues, released, "timeout")

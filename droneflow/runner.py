@@ -29,6 +29,7 @@ from shared.errors import (
 )
 from shared.health import observed_adapters
 from shared.logs import url_without_password
+from shared.service_http import service_http
 from shared.settings import Settings
 from shared.store import TaskStore
 from shared.tokens import TokenKeys
@@ -262,27 +263,31 @@ async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def _serve_metrics(settings: Settings) -> None:
-    # Gateways also serve /metrics themselves (to admin tokens, with tokens on); the headless
-    # services need a port of their own.
+    # A gateway serves /metrics itself, to admin tokens only when tokens are on: this port is one
+    # without tokens, for Prometheus. The dispatcher and result writer use shared.service_http.
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.host)
 
 
 async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
-    _serve_metrics(settings)
-    await _supervised(
-        "dispatcher",
-        settings,
-        stop,
-        lambda broker, store: _dispatcher(settings, broker, store).run(stop),
-    )
+    async with service_http("dispatcher", settings) as health:
+        await _supervised(
+            "dispatcher",
+            settings,
+            stop,
+            lambda broker, store: health.serving(
+                broker, store, _dispatcher(settings, broker, store).run(stop)
+            ),
+        )
 
 
 async def run_result_writer(settings: Settings, stop: asyncio.Event) -> None:
-    _serve_metrics(settings)
-    await _supervised(
-        "result writer",
-        settings,
-        stop,
-        lambda broker, store: _result_writer(settings, broker, store).run(stop),
-    )
+    async with service_http("result writer", settings) as health:
+        await _supervised(
+            "result writer",
+            settings,
+            stop,
+            lambda broker, store: health.serving(
+                broker, store, _result_writer(settings, broker, store).run(stop)
+            ),
+        )

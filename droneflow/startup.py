@@ -14,32 +14,33 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from droneflow import runner
-from droneflow.security import RedactTokens
 from shared.errors import TRANSIENT_ERRORS, CannotListen, ConfigurationError
 from shared.logs import configure_logging
 from shared.settings import Settings
 
 Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
-RUNNERS: Final[Mapping[str, Runner]] = {
-    "serve": runner.run_embedded,
-    "gateway": runner.run_gateway,
-    "dispatcher": runner.run_dispatcher,
-    "result-writer": runner.run_result_writer,
+RUNNERS: Final = {
+    "serve": "run_embedded",
+    "gateway": "run_gateway",
+    "dispatcher": "run_dispatcher",
+    "result-writer": "run_result_writer",
 }
+"""Each service's function in droneflow.runner, imported only when a service starts: the CLI's
+client commands import this module's help and start faster without the server's libraries."""
 
 EXIT_STOPPED: Final = 0
 EXIT_CONFIGURATION: Final = 2
 EXIT_CANNOT_LISTEN: Final = 3
 EXIT_UNREACHABLE: Final = 4
-EXIT_CODES: Final = f"""exit codes:
-  {EXIT_STOPPED}  stopped by SIGTERM or SIGINT (Ctrl-C)
-  1  a bug: an unexpected error, with its traceback
-  {EXIT_CONFIGURATION}  configuration: a bad DRONEFLOW_* value or argument, or a settings
-     combination that cannot work (such as a lone service on DRONEFLOW_BROKER_URL=memory://)
-  {EXIT_CANNOT_LISTEN}  could not listen: the port is in use or the address is not this machine's
-  {EXIT_UNREACHABLE}  `serve` could not open its store or broker (distributed services retry)"""
+EXIT_CODES_HELP: Final = f"""Exit codes of serve, gateway, dispatcher and result-writer:
+
+* {EXIT_STOPPED}: stopped by SIGTERM or SIGINT (Ctrl-C)
+* 1: a bug: an unexpected error, with its traceback
+* {EXIT_CONFIGURATION}: configuration: a bad DRONEFLOW_* value or option, or settings that cannot
+  work together (such as a lone service on DRONEFLOW_BROKER_URL=memory://)
+* {EXIT_CANNOT_LISTEN}: could not listen: the port is in use, or the address is not this machine's
+* {EXIT_UNREACHABLE}: `serve` could not open its store or broker (the distributed services retry)"""
 
 
 def load_settings(overrides: Mapping[str, object]) -> Settings | None:
@@ -59,9 +60,12 @@ def run_service(command: str, overrides: Mapping[str, object]) -> int:
     settings = load_settings(overrides)
     if settings is None:
         return EXIT_CONFIGURATION
+    from droneflow import runner
+    from droneflow.security import RedactTokens
+
     configure_logging(settings.log_format, settings.log_level, filters=[RedactTokens()])
     try:
-        run = RUNNERS[command]
+        run: Runner = getattr(runner, RUNNERS[command])
         _refuse_lone_memory_broker(command, settings)
         with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
             loop_runner.run(_run_until_signalled(run, settings))

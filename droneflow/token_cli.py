@@ -7,63 +7,117 @@ data dir) and records in the same store, where every gateway looks for revocatio
 `create` prints the token alone on stdout, so that `TOKEN=$(droneflow token create …)` works;
 everything else it says goes to stderr."""
 
-import argparse
 import asyncio
+import logging
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any, Final
 
 import jwt
+import typer
 
 from shared.clock import format_timestamp
 from shared.errors import ConfigurationError, StoreError
 from shared.keys import load_keys
 from shared.settings import Settings
 from shared.store import TokenRecord
-from shared.tokens import ROLES, parse_ttl
+from shared.tokens import Role, parse_ttl
 from shared.wiring import build_store
 
-DEFAULT_TTL = "30d"
-LIST_LIMIT = 1000
+DEFAULT_TTL: Final = "30d"
+LIST_LIMIT: Final = 1000
+
+app = typer.Typer(help="Issue, revoke and list tokens.", no_args_is_help=True)
 
 
 def _ttl(text: str) -> float:
     try:
         return parse_ttl(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise typer.BadParameter(str(exc)) from None
 
 
-def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    token = commands.add_parser("token", help="issue, revoke and list tokens")
-    actions = token.add_subparsers(dest="token_command", required=True)
-    create = actions.add_parser("create", help="issue a token and print it alone on stdout")
-    create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument("--id", required=True, help="the application, drone or operator id")
-    create.add_argument(
-        "--ttl", type=_ttl, default=_ttl(DEFAULT_TTL), help="lifetime: 90s, 15m, 12h, 30d"
+def spread_drone_patterns(argv: list[str]) -> list[str]:
+    """`token create --drones A B` as `--drones A --drones B`: the parser takes one value per
+    option, and `--drones` has always taken the patterns that follow it."""
+    if argv[:2] != ["token", "create"]:
+        return argv
+    spread: list[str] = []
+    taking = unfilled = False  # after --drones; and no pattern followed it yet
+    for arg in argv:
+        if taking and not arg.startswith("-"):
+            spread += ["--drones", arg]
+            unfilled = False
+            continue
+        if unfilled:
+            spread.append("--drones")  # left bare, for the parser to say it needs a value
+        taking = unfilled = arg == "--drones"
+        if not taking:
+            spread.append(arg)
+    if unfilled:
+        spread.append("--drones")
+    return spread
+
+
+@app.command()
+def create(
+    role: Annotated[Role, typer.Option(show_default=False)],
+    id_: Annotated[
+        str, typer.Option("--id", help="the application, drone or operator id", show_default=False)
+    ],
+    ttl: Annotated[
+        float, typer.Option(parser=_ttl, metavar="TTL", help="lifetime: 90s, 15m, 12h, 30d")
+    ] = DEFAULT_TTL,  # type: ignore[assignment]  # parsed by _ttl like a typed value
+    drones: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--drones",
+            metavar="PATTERN...",
+            help="app tokens: glob patterns of the drone ids it may task (default: every drone)",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Issue a token and print it alone on stdout."""
+    _run(partial(_create, role=role, sub=id_, ttl_s=ttl, drones=drones))
+
+
+@app.command()
+def revoke(
+    token: Annotated[str, typer.Argument(metavar="JTI_OR_TOKEN", show_default=False)],
+) -> None:
+    """Revoke a token: every gateway refuses it."""
+    _run(partial(_revoke, token=token))
+
+
+@app.command("list")
+def list_() -> None:
+    """The issued tokens, newest first, and the revoked ones."""
+    _run(_list)
+
+
+def _run(work: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    create.add_argument(
-        "--drones",
-        nargs="+",
-        metavar="PATTERN",
-        help="app tokens: glob patterns of the drone ids it may task (default: every drone)",
-    )
-    revoke = actions.add_parser("revoke", help="revoke a token: every gateway refuses it")
-    revoke.add_argument("token", metavar="JTI_OR_TOKEN")
-    actions.add_parser("list", help="the issued tokens, newest first, and the revoked ones")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    commands = {"create": _create, "revoke": _revoke, "list": _list}
     try:
-        return asyncio.run(commands[args.token_command](args, settings))
+        asyncio.run(work(settings))
+    except ConfigurationError as exc:
+        logging.getLogger("droneflow").error("%s", exc)
+        raise typer.Exit(2) from None
     except StoreError as exc:
         sys.stderr.write(f"droneflow token: the store failed: {exc}\n")
-        return 1
+        raise typer.Exit(1) from None
 
 
-async def _create(args: argparse.Namespace, settings: Settings) -> int:
-    if args.drones is not None and args.role != "app":
+async def _create(
+    settings: Settings, *, role: Role, sub: str, ttl_s: float, drones: list[str] | None
+) -> None:
+    if drones is not None and role != "app":
         raise ConfigurationError("--drones is for app tokens only")
     keys = load_keys(settings)
     if keys is None or keys.signing_key is None:
@@ -73,9 +127,7 @@ async def _create(args: argparse.Namespace, settings: Settings) -> int:
             f"once, so that it makes a key pair in {settings.data_dir}"
         )
     try:
-        token = keys.issue(
-            args.role, args.id, args.ttl, tuple(args.drones) if args.drones else None
-        )
+        token = keys.issue(role, sub, ttl_s, tuple(drones) if drones else None)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -91,11 +143,10 @@ async def _create(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     sys.stdout.write(token + "\n")
-    return 0
 
 
-async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
-    jti = args.token.strip()
+async def _revoke(settings: Settings, *, token: str) -> None:
+    jti = token.strip()
     if jti.count(".") == 2:  # a whole token: take its jti (signed by any key: it only revokes)
         try:
             jti = jwt.decode(jti, options={"verify_signature": False})["jti"]
@@ -107,10 +158,9 @@ async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
         record = await store.revoke_token(jti)
     who = f" ({record.role} {record.sub})" if record.sub else " (not issued by this CLI)"
     sys.stdout.write(f"revoked {record.jti}{who} at {record.revoked_at}\n")
-    return 0
 
 
-async def _list(args: argparse.Namespace, settings: Settings) -> int:
+async def _list(settings: Settings) -> None:
     async with build_store(settings) as store:
         records = await store.list_tokens(LIST_LIMIT)
     rows = [("JTI", "ROLE", "ID", "DRONES", "ISSUED", "EXPIRES", "REVOKED")]
@@ -130,7 +180,6 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         sys.stdout.write("  ".join(cells).rstrip() + "\n")
-    return 0
 
 
 def _iso(epoch_s: int) -> str:

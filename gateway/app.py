@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import readiness
+from gateway import asyncapi, readiness
 from gateway.auth import Forbidden, may_read_metrics
 from gateway.connections import Registry
 from gateway.dashboard import router as dashboard_router
@@ -22,12 +22,14 @@ from gateway.deps import GatewayState, IdentityDep
 from gateway.limits import BodySizeLimit
 from gateway.origins import OriginCheck, parse_origins
 from gateway.readiness import GatewayHealth, unavailable_response
+from gateway.rejections import RejectionCount
 from gateway.routes import fleet, rest, ws
-from gateway.routes.responses import ADMIN_ONLY
+from gateway.routes.responses import ADMIN_ONLY, Health, answers
 from gateway.socket_limits import install_limits
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
 from shared.health import observed_adapters
+from shared.metrics import refresh_queue_depths
 from shared.protocol import ControlMessage
 from shared.settings import Settings
 from shared.store import TaskStore
@@ -107,6 +109,7 @@ def create_app(
     app.include_router(fleet.router)
     app.include_router(dashboard_router)
     app.include_router(ws.router)
+    app.include_router(asyncapi.router)
     app.include_router(readiness.router)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     install_limits(app, settings)
@@ -119,14 +122,16 @@ def create_app(
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(RejectionCount)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=None, responses=answers(Health))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=ADMIN_ONLY)
     async def metrics(identity: IdentityDep) -> PlainTextResponse:
         may_read_metrics(identity)
+        await refresh_queue_depths(broker, settings.queues)
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(Forbidden)

@@ -23,7 +23,8 @@ from shared.metrics import (
     APPS_CONNECTED,
     DRONES_CONNECTED,
     NOTIFICATIONS_SENT,
-    TASKS_DELIVERED,
+    task_delivered,
+    task_redelivered,
 )
 from shared.models import TaskRecord
 from shared.protocol import (
@@ -212,8 +213,8 @@ class DroneSession:
                 await self._resume_if_free()
         # Closed meanwhile, or the send fails: the task stays held, and close() passes it on.
         frame = None if task is None or self.closed else drone_task_frame(task, now_iso())
-        if frame is not None and await self._send(frame.decode()):
-            TASKS_DELIVERED.inc()
+        if task is not None and frame is not None and await self._send(frame.decode()):
+            task_delivered(task)
 
     async def settle_unsure_claims(self) -> None:
         """A claim written without its answer reaching us (MongoDB killed mid-write) leaves a
@@ -245,6 +246,7 @@ class DroneSession:
             return
         self.held[task.task_id] = task
         await self._send(drone_task_frame(task, now_iso(), resumed=True).decode())
+        task_redelivered("reconnect")
 
     async def _send(self, text: str) -> bool:
         try:

@@ -1,21 +1,19 @@
 """What the gateway tells operators and clients about its dependencies: /readyz, and the 503
 with Retry-After that a request gets while the store or the broker is unavailable."""
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from gateway.routes.responses import Readiness, answers
 from shared.errors import BrokerUnavailable, DroneflowError
-from shared.health import Dependency
+from shared.health import Dependency, check_readiness
 from shared.settings import Settings
 from shared.store import TaskStore
 
 log = logging.getLogger(__name__)
-
-READYZ_PROBE_TASK_ID = "readyz-probe"
 
 
 @dataclass(frozen=True)
@@ -47,21 +45,27 @@ def unavailable_response(
 router = APIRouter()
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        **answers(Readiness),
+        503: {
+            "model": Readiness,
+            "description": "RabbitMQ or the store does not answer: `reason` says which",
+        },
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
-    """503 while the store cannot be read: this gateway can then take no task. RabbitMQ away is
-    reported but leaves it ready, since tasks are still accepted (routed once it is back)."""
-    settings: Settings = request.app.state.gateway.settings
-    health: GatewayHealth = request.app.state.gateway.health
-    try:
-        async with asyncio.timeout(settings.store_timeout_s + 1.0):
-            await health.raw_store.get_task(READYZ_PROBE_TASK_ID)
-        store_ok = True
-    except (DroneflowError, TimeoutError):
-        store_ok = False
-    body = {
-        "status": "ready" if store_ok else "unavailable",
-        "store": "ok" if store_ok else "unavailable",
-        "rabbitmq": "ok" if health.broker.available else "unavailable",
-    }
-    return JSONResponse(body, status_code=200 if store_ok else 503)
+    """503 while RabbitMQ or the store does not answer, naming which in `reason`. The gateway
+    still takes tasks while only RabbitMQ is away (they are routed once it is back), so a load
+    balancer should route on /healthz; /readyz is for alerts and for ordering start-ups."""
+    state = request.app.state.gateway
+    settings: Settings = state.settings
+    health: GatewayHealth = state.health
+    readiness = await check_readiness(
+        state.broker,
+        health.raw_store,
+        settings.queues,
+        max(settings.store_timeout_s, settings.publish_timeout_s) + 1.0,
+    )
+    return JSONResponse(readiness.body(), status_code=readiness.status_code)

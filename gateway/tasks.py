@@ -10,7 +10,7 @@ from shared.broker.queues import Queues
 from shared.errors import BrokerUnavailable
 from shared.health import Dependency
 from shared.ids import new_task_id
-from shared.metrics import TASKS_SUBMITTED
+from shared.metrics import TASKS_SUBMITTED, task_created, task_finished
 from shared.models import NewTask, TaskRecord, construct_trusted
 from shared.protocol import ControlMessage, TaskRequest
 from shared.settings import Settings
@@ -53,6 +53,7 @@ class TaskService:
             admitted.created = outcome.created
         if outcome.created:
             TASKS_SUBMITTED.inc()
+            task_created(outcome.task)
             await self._enqueue(outcome.task)
         return outcome
 
@@ -76,6 +77,7 @@ class TaskService:
         """Raises TaskNotFound, or TaskAlreadyFinished when the task was already terminal."""
         outcome = await self.store.cancel(task_id)
         task = outcome.task
+        task_finished(task)
         if outcome.was_delivered:
             message = ControlMessage(kind="cancelled", task_id=task_id, drone_id=task.drone_id)
             await self.broker.broadcast(self.queues.control, message.encode())

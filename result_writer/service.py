@@ -7,7 +7,7 @@ from shared.announce import notify_result, notify_status, resend_final_states
 from shared.broker import Broker, Delivery
 from shared.errors import TaskAlreadyFinished, TaskError
 from shared.ids import new_object_id
-from shared.metrics import RESULTS_STORED
+from shared.metrics import RESULTS_STORED, task_finished
 from shared.models import ResultRecord, construct_trusted
 from shared.protocol import DroneEvent
 from shared.settings import Settings
@@ -58,6 +58,7 @@ class ResultWriter:
                 await notify_result(self.broker, self.queues, task, stored)
             return
         RESULTS_STORED.labels(success=str(report.success).lower()).inc()
+        task_finished(outcome.task)
         await notify_result(self.broker, self.queues, outcome.task, outcome.result)
 
     async def _on_status(self, event: DroneEvent) -> None:

@@ -4,13 +4,16 @@ A service wraps its broker and store with `observed`: every call that raises a t
 marks the dependency away, every call it answers marks it back. The transitions are logged once
 each (the second with how long it was away), so an outage reads as two lines per service."""
 
+import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
 from shared.broker import Broker
+from shared.broker.queues import Queues
 from shared.errors import TRANSIENT_ERRORS, DroneflowError, StoreUnavailable
 from shared.metrics import DEPENDENCY_REFUSALS, DEPENDENCY_UP
 from shared.store import TaskStore
@@ -19,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DependencyName = Literal["rabbitmq", "store"]
 PROBE_INTERVAL_S: Final = 0.5
+READYZ_PROBE_TASK_ID: Final = "readyz-probe"
 
 T = TypeVar("T")
 
@@ -180,3 +184,59 @@ def refusing_store(store: TaskStore, dependency: Dependency, after_s: float) -> 
     return observed(
         store, dependency, TRANSIENT_ERRORS, refuse_after_s=after_s, refusal=StoreUnavailable
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What /readyz answers: every dependency that failed its probe, with why."""
+
+    problems: dict[DependencyName, str]
+
+    @property
+    def ready(self) -> bool:
+        return not self.problems
+
+    @property
+    def status_code(self) -> int:
+        return 200 if self.ready else 503
+
+    def body(self) -> dict[str, str]:
+        body = {
+            "status": "ready" if self.ready else "unavailable",
+            "rabbitmq": "unavailable" if "rabbitmq" in self.problems else "ok",
+            "store": "unavailable" if "store" in self.problems else "ok",
+        }
+        if self.problems:
+            body["reason"] = "; ".join(f"{name} {why}" for name, why in self.problems.items())
+        return body
+
+
+async def _probe(name: DependencyName, call: Awaitable[object], timeout_s: float) -> str | None:
+    """None when `call` answered; else why not, in words safe to show anyone (/readyz needs no
+    token): the driver's message, which may name hosts, goes to the debug log only."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await call
+    except TimeoutError:
+        return f"did not answer within {timeout_s:g} s"
+    except (DroneflowError, OSError) as exc:
+        log.debug("readiness probe of %s failed: %r", name, exc)
+        return "is unreachable"
+    return None
+
+
+async def check_readiness(
+    broker: Broker, store: TaskStore, queues: Queues, timeout_s: float
+) -> Readiness:
+    """Ask both dependencies at once for something cheap: the intake queue's depth (RabbitMQ
+    declares the queue again) and a task that does not exist (one indexed read)."""
+    rabbitmq, store_problem = await asyncio.gather(
+        _probe("rabbitmq", broker.queue_depth(queues.intake), timeout_s),
+        _probe("store", store.get_task(READYZ_PROBE_TASK_ID), timeout_s),
+    )
+    problems: dict[DependencyName, str] = {}
+    if rabbitmq is not None:
+        problems["rabbitmq"] = rabbitmq
+    if store_problem is not None:
+        problems["store"] = store_problem
+    return Readiness(problems)

@@ -170,13 +170,23 @@ class CancelTask(_Inbound):
 # --- Outbound frames ---------------------------------------------------------------------
 
 
-def welcome_frame(client_id: str, client_type: Literal["application", "drone"], ts: str) -> bytes:
+def welcome_frame(
+    client_id: str,
+    client_type: Literal["application", "drone"],
+    ts: str,
+    max_frame_bytes: int | None = None,
+) -> bytes:
+    """`max_frame_bytes` (a spec extension) tells a client which frames the gateway would close
+    the socket over (1009), so that it can refuse them itself instead of reconnecting to send
+    them again."""
+    extra = {} if max_frame_bytes is None else {"max_frame_bytes": max_frame_bytes}
     return encode(
         {
             "type": CONNECTION_ESTABLISHED,
             "client_id": client_id,
             "client_type": client_type,
             "timestamp": ts,
+            **extra,
         }
     )
 

@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     metrics_port: int | None = Field(
-        default=None, ge=0, le=65535, description="dispatcher/result-writer /metrics port"
+        default=None,
+        ge=0,
+        le=65535,
+        description="dispatcher/result-writer /healthz, /readyz and /metrics port",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field(

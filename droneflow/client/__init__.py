@@ -5,6 +5,7 @@ from droneflow.client.app import AppClient
 from droneflow.client.errors import (
     ClientError,
     ConnectionRefused,
+    FrameTooLarge,
     RequestFailed,
     Superseded,
     TaskFailed,
@@ -21,6 +22,7 @@ __all__ = [
     "ClientError",
     "ConnectionRefused",
     "DroneWorker",
+    "FrameTooLarge",
     "RequestFailed",
     "Superseded",
     "SyncAppClient",

@@ -17,9 +17,16 @@ from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import quote
 
+import orjson
 from pydantic import JsonValue
 
-from droneflow.client.errors import ClientError, RequestFailed, TaskRejected
+from droneflow.client.errors import (
+    ERR_FRAME_TOO_LARGE,
+    ClientError,
+    FrameTooLarge,
+    RequestFailed,
+    TaskRejected,
+)
 from droneflow.client.handles import (
     TaskHandle,
     TaskUpdate,
@@ -33,6 +40,7 @@ from shared.clock import format_timestamp, parse_timestamp
 from shared.lifecycle import TERMINAL_STATUSES
 from shared.models import DEFAULT_PRIORITY
 from shared.protocol import (
+    CLOSE_MESSAGE_TOO_BIG,
     ERR_UNAVAILABLE,
     ERROR,
     PROCESSING_RESULT_RECEIVED,
@@ -53,7 +61,7 @@ UNAVAILABLE_RETRY_S: Final = 0.5
 
 @dataclass
 class PendingRequest:
-    frame: Frame
+    encoded: bytes
     future: asyncio.Future[str]
     sent_generation: int | None = None
     first_generation: int = 0
@@ -74,6 +82,7 @@ class AppClient:
             self._on_frame,
             self._on_connect,
             backoff,
+            self._on_close,
         )
         self._tracker = Tracker()
         self._requests: dict[str, PendingRequest] = {}
@@ -82,6 +91,9 @@ class AppClient:
         self._catch_up: asyncio.Task[None] | None = None
         self._catch_up_since: str | None = None
         self._connected_at: str | None = None
+        self._refused_frame_bytes: int | None = None
+        """The smallest frame a gateway closed the socket over (1009) without naming its limit."""
+        self._largest_answered_bytes = 0
 
     async def __aenter__(self) -> Self:
         self._runner = asyncio.create_task(self._link.run())
@@ -105,15 +117,21 @@ class AppClient:
     def connected(self) -> bool:
         return self._link.connected.is_set()
 
+    async def wait_connected(self, *, wait_s: float = 30) -> None:
+        """Until the socket is up: TimeoutError after `wait_s`, ConnectionRefused if the server
+        refused this client for good. Updates of the app's tasks reach it from then on."""
+        async with asyncio.timeout(wait_s):
+            await self._link.wait_connected()
+
     # --- submitting and following ---------------------------------------------------------
 
     async def submit(
         self,
-        *,
         drone_id: str,
         task_type: str,
         input_data: dict[str, JsonValue],
         priority: int = DEFAULT_PRIORITY,
+        *,
         timeout_s: float | None = None,
         ttl_s: float | None = None,
         max_attempts: int | None = None,
@@ -122,7 +140,8 @@ class AppClient:
     ) -> TaskHandle:
         """Submit a task and return its handle once the server stored it. Waits up to `wait_s`
         for a connection and the answer (TimeoutError). Raises ValueError (pydantic's
-        ValidationError) for a task the server would refuse, TaskRejected for a refusal."""
+        ValidationError) for a task the server would refuse, TaskRejected for a refusal
+        (`frame_too_large` for a task over the gateway's frame limit)."""
         request = TaskRequest(
             drone_id=drone_id,
             task_type=task_type,
@@ -136,11 +155,13 @@ class AppClient:
         )
         request_id = uuid.uuid4().hex
         pending = PendingRequest(
-            frame={
-                "type": PROCESSING_TASK,
-                "request_id": request_id,
-                "data": request.model_dump(exclude_none=True),
-            },
+            encoded=orjson.dumps(
+                {
+                    "type": PROCESSING_TASK,
+                    "request_id": request_id,
+                    "data": request.model_dump(exclude_none=True),
+                }
+            ),
             future=asyncio.get_running_loop().create_future(),
             first_generation=self._link.generation,
         )
@@ -220,9 +241,21 @@ class AppClient:
     async def _send_request(self, pending: PendingRequest) -> None:
         await self._link.wait_connected()
         if pending.sent_generation != self._link.generation:
-            pending.sent_generation = self._link.generation
             # If it drops meanwhile, the next connection's _on_connect sends it again.
-            await self._link.send(pending.frame)
+            await self._send_on_this_connection(pending)
+
+    async def _send_on_this_connection(self, pending: PendingRequest) -> None:
+        """Send, or fail the request at once if it is too large for the gateway: sending it
+        would get the socket closed (1009), and again after every reconnect."""
+        pending.sent_generation = self._link.generation
+        size, refused = len(pending.encoded), self._refused_frame_bytes
+        try:
+            if refused is not None and size >= refused:
+                raise FrameTooLarge(size, refused - 1)
+            await self._link.send(pending.encoded)
+        except FrameTooLarge as exc:
+            if not pending.future.done():
+                pending.future.set_exception(TaskRejected(ERR_FRAME_TOO_LARGE, str(exc)))
 
     async def _on_connect(self, welcome: Frame) -> None:
         if self._link.generation > 1 and self._catch_up_since is None:
@@ -230,8 +263,7 @@ class AppClient:
         self._connected_at = welcome.get("timestamp")
         for pending in list(self._requests.values()):
             if pending.sent_generation != self._link.generation and not pending.future.done():
-                pending.sent_generation = self._link.generation
-                await self._link.send(pending.frame)
+                await self._send_on_this_connection(pending)
         if self._catch_up_since is not None:
             if self._catch_up is not None:
                 self._catch_up.cancel()
@@ -252,6 +284,7 @@ class AppClient:
             if kind == ERROR:
                 log.warning("%s: the server answered %s", self.app_id, frame)
             return
+        self._largest_answered_bytes = max(self._largest_answered_bytes, len(pending.encoded))
         if kind == TASK_CREATED:
             pending.future.set_result(frame["task_id"])
         elif kind == ERROR and frame.get("code") == ERR_UNAVAILABLE:
@@ -265,6 +298,31 @@ class AppClient:
                     float(retry_after) if isinstance(retry_after, int | float) else None,
                 )
             )
+
+    def _on_close(self, close_code: int | None) -> None:
+        if close_code != CLOSE_MESSAGE_TOO_BIG:
+            return
+        # The gateway named no limit, or a proxy before it keeps a smaller one. A frame this
+        # connection carried and nobody answered was too large, so the largest of them was; one
+        # no larger than a frame answered before cannot have been.
+        unanswered = [
+            pending
+            for pending in self._requests.values()
+            if pending.sent_generation == self._link.generation and not pending.future.done()
+        ]
+        if not unanswered:
+            return
+        culprit = max(unanswered, key=lambda pending: len(pending.encoded))
+        size = len(culprit.encoded)
+        if size <= self._largest_answered_bytes:
+            return
+        self._refused_frame_bytes = min(size, self._refused_frame_bytes or size)
+        culprit.future.set_exception(
+            TaskRejected(
+                ERR_FRAME_TOO_LARGE,
+                f"the gateway closed the connection over a frame of {size} bytes (1009)",
+            )
+        )
 
     async def _resend_later(self, pending: PendingRequest, delay_s: float) -> None:
         await asyncio.sleep(delay_s)

@@ -2,7 +2,8 @@
 
 ClientError
 ├── TaskFailed          a task ended failed or cancelled (error_code, message)
-├── TaskRejected        the server refused a submission (rate_limited, too_many_pending, ...)
+├── TaskRejected        a submission was refused (rate_limited, forbidden, frame_too_large, ...)
+├── FrameTooLarge       a frame over the gateway's limit, which it would close the socket over
 ├── ConnectionRefused   the server will not take this client (bad id, bad token): no retry
 ├── Superseded          a newer connection with the same drone id took over (close 4000)
 └── RequestFailed       a REST call answered with an error status
@@ -27,15 +28,35 @@ class TaskFailed(ClientError):
         self.message = message
 
 
+ERR_FRAME_TOO_LARGE = "frame_too_large"
+"""TaskRejected's code for a submission too large to send: the SDK's, not the server's."""
+
+
 class TaskRejected(ClientError):
-    """The server did not accept a submission; nothing was stored. `retry_after_s` is set for
-    limits that lift with time."""
+    """The server did not accept a submission; nothing was stored. `code` (also `error_code`)
+    is the server's error code; `retry_after_s` is set for limits that lift with time."""
 
     def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+
+    @property
+    def error_code(self) -> str:
+        return self.code
+
+
+class FrameTooLarge(ClientError):
+    """A frame larger than the gateway's limit (`max_frame_bytes` in its welcome). Sending it
+    would only get the socket closed with 1009, again after every reconnect."""
+
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(
+            f"the frame is {size_bytes} bytes, over the gateway's limit of {limit_bytes} bytes"
+        )
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
 
 
 class ConnectionRefused(ClientError):

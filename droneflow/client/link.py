@@ -19,7 +19,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from droneflow.client.errors import ConnectionRefused, Superseded
+from droneflow.client.errors import ConnectionRefused, FrameTooLarge, Superseded
 from shared.protocol import CLOSE_POLICY_VIOLATION, CLOSE_SUPERSEDED, CONNECTION_ESTABLISHED
 
 log = logging.getLogger("droneflow.client")
@@ -65,7 +65,8 @@ class Backoff:
 
 class Link:
     """Connects to `url`, calls `on_connect(welcome)` once per connection, then `on_frame` for
-    every frame in order. `connected` is set while frames can be sent."""
+    every frame in order, and `on_close(close_code)` when that connection ends. `connected` is
+    set while frames can be sent."""
 
     def __init__(
         self,
@@ -74,15 +75,19 @@ class Link:
         on_frame: Callable[[Frame], Awaitable[None]],
         on_connect: Callable[[Frame], Awaitable[None]] | None = None,
         backoff: Backoff | None = None,
+        on_close: Callable[[int | None], None] | None = None,
     ) -> None:
         self.url = url
         self.connected = asyncio.Event()
         self.generation = 0
         """Counts connections; a request sent on an older one must be sent again."""
         self.fatal: Exception | None = None
+        self.max_frame_bytes: int | None = None
+        """The gateway's frame limit, as its last welcome named it (None when it names none)."""
         self._headers = auth_headers(token)
         self._on_frame = on_frame
         self._on_connect = on_connect
+        self._on_close = on_close
         self._backoff = backoff or Backoff()
         self._socket: ClientConnection | None = None
         self._closing = False
@@ -117,6 +122,8 @@ class Link:
             raise
         async with socket:
             welcome = await self._welcome(socket)
+            limit = welcome.get("max_frame_bytes")
+            self.max_frame_bytes = limit if isinstance(limit, int) and limit > 0 else None
             self._socket = socket
             self.generation += 1
             self._backoff.reset()
@@ -129,6 +136,8 @@ class Link:
             finally:
                 self.connected.clear()
                 self._socket = None
+                if self._on_close is not None:
+                    self._on_close(socket.close_code)
             self._raise_if_final(socket, welcomed=True)
 
     async def _dispatch(self, raw: str | bytes) -> None:
@@ -158,13 +167,17 @@ class Link:
         if code == CLOSE_POLICY_VIOLATION and not welcomed:
             raise ConnectionRefused(f"{self.url}: {reason or 'refused (1008)'}")
 
-    async def send(self, frame: Frame) -> bool:
-        """Send on the current connection; False when there is none or it dropped meanwhile."""
+    async def send(self, frame: Frame | bytes) -> bool:
+        """Send a frame (or one encoded already) on the current connection; False when there is
+        none or it dropped meanwhile. Raises FrameTooLarge for one over the gateway's limit."""
         socket = self._socket
         if socket is None:
             return False
+        encoded = frame if isinstance(frame, bytes) else orjson.dumps(frame)
+        if self.max_frame_bytes is not None and len(encoded) > self.max_frame_bytes:
+            raise FrameTooLarge(len(encoded), self.max_frame_bytes)
         try:
-            await socket.send(orjson.dumps(frame).decode())
+            await socket.send(encoded.decode())
         except ConnectionClosed:
             return False
         return True

@@ -30,15 +30,24 @@ class RestClient:
     async def get(
         self, path: str, params: dict[str, Any] | None = None, *, timeout_s: float = 30
     ) -> Any:
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        if query:
-            path = f"{path}?{urllib.parse.urlencode(query)}"
-        return await self._retrying("GET", path, None, timeout_s)
+        return await self._retrying("GET", _with_query(path, params), None, timeout_s)
 
     async def post(
         self, path: str, body: dict[str, Any] | None = None, *, timeout_s: float = 30
     ) -> Any:
         return await self._retrying("POST", path, body, timeout_s)
+
+    async def call_once(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        """One attempt without retries, for callers that report an absent server at once (the
+        command line) rather than wait for it. Raises RequestFailed, or OSError when the server
+        cannot be reached."""
+        return await asyncio.to_thread(self._call, method, _with_query(path, params), body)
 
     async def _retrying(
         self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float
@@ -72,6 +81,11 @@ class RestClient:
         except urllib.error.HTTPError as exc:
             with exc:  # it holds the response open
                 raise RequestFailed(exc.code, _detail(exc)) from None
+
+
+def _with_query(path: str, params: dict[str, Any] | None) -> str:
+    query = {k: v for k, v in (params or {}).items() if v is not None}
+    return f"{path}?{urllib.parse.urlencode(query)}" if query else path
 
 
 def _detail(exc: urllib.error.HTTPError) -> Any:

@@ -94,9 +94,9 @@ class SyncAppClient:
         """Run a coroutine on the client's loop and wait for its outcome."""
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
-    def submit(self, **task: Any) -> SyncTaskHandle:
+    def submit(self, *args: Any, **task: Any) -> SyncTaskHandle:
         """The arguments of AppClient.submit."""
-        return SyncTaskHandle(self.call(self.app.submit(**task)), self)
+        return SyncTaskHandle(self.call(self.app.submit(*args, **task)), self)
 
     def watch(self, task_id: str) -> SyncTaskHandle:
         return SyncTaskHandle(self.call(self.app.watch(task_id)), self)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
 
+import orjson
 from pydantic import JsonValue, ValidationError
 
 from droneflow.client.link import Backoff, Frame, Link, endpoints
@@ -51,7 +52,8 @@ class Task:
 
     async def progress(self, percent: float | None = None, **extra: JsonValue) -> None:
         """A `processing` status update carrying {"progress": percent, **extra}. Best effort:
-        while the drone is disconnected it is dropped, since a later one supersedes it."""
+        while the drone is disconnected it is dropped, since a later one supersedes it. Raises
+        FrameTooLarge for an update over the gateway's frame limit."""
         data: dict[str, JsonValue] = dict(extra)
         if percent is not None:
             data["progress"] = percent
@@ -85,6 +87,8 @@ class DroneWorker:
         self.capacity = capacity
         self.drain_timeout_s = drain_timeout_s
         self.handlers: dict[str, Handler] = {}
+        self.default_handler: Handler | None = None
+        """Serves the task types without a handler of their own (a simulator serves them all)."""
         self.link = Link(
             f"{ws_url}/ws/drone/{quote(drone_id, safe='')}?capacity={capacity}",
             token,
@@ -92,7 +96,10 @@ class DroneWorker:
             backoff=backoff,
         )
         self.running: dict[str, asyncio.Task[None]] = {}
-        self._results: OrderedDict[str, Frame] = OrderedDict()
+        self.draining = asyncio.Event()
+        """Set once a stop was asked and run() is finishing the tasks it holds."""
+        self._results: OrderedDict[str, bytes] = OrderedDict()
+        """Encoded `processing_result` frames by task id."""
         self._cancelled: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
@@ -157,6 +164,7 @@ class DroneWorker:
     async def _drain(self) -> None:
         """Finish what runs, including tasks that arrive meanwhile: a task left unfinished stays
         held by this drone id until it reconnects or the task times out."""
+        self.draining.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.drain_timeout_s):
                 while self.running:
@@ -214,14 +222,14 @@ class DroneWorker:
             self._background.add(background)
             background.add_done_callback(self._background.discard)
 
-    async def _send_later(self, result: Frame) -> None:
+    async def _send_later(self, result: bytes) -> None:
         await asyncio.sleep(UNAVAILABLE_RETRY_S)
         await self.link.send(result)
 
     # --- running handlers ---------------------------------------------------------------------
 
     async def _execute(self, task: Task) -> None:
-        handler = self.handlers.get(task.task_type)
+        handler = self.handlers.get(task.task_type, self.default_handler)
         started = time.monotonic()
         try:
             if handler is None:
@@ -243,7 +251,19 @@ class DroneWorker:
         # back, and _on_task answers it from _results.
         await self.link.send(report)
 
-    def _report(self, task: Task, started: float, **fields: Any) -> Frame:
+    def _report(self, task: Task, started: float, **fields: Any) -> bytes:
+        """The result frame, encoded; a failure instead if the gateway would refuse it."""
+        encoded = self._encoded_report(task, started, **fields)
+        limit = self.link.max_frame_bytes
+        if limit is not None and len(encoded) > limit:
+            message = (
+                f"the handler's result is {len(encoded)} bytes as a frame, over the gateway's"
+                f" limit of {limit} bytes"
+            )
+            encoded = self._encoded_report(task, started, success=False, error_message=message)
+        return encoded
+
+    def _encoded_report(self, task: Task, started: float, **fields: Any) -> bytes:
         values = {"task_id": task.task_id, "drone_id": self.drone_id, **fields}
         values["processing_time"] = round(time.monotonic() - started, 6)
         try:
@@ -255,7 +275,9 @@ class DroneWorker:
                 error_message=_message_of(ValueError(f"the handler's result is unusable: {exc}")),
             )
             result = DroneResult.model_validate(values)
-        return {"type": PROCESSING_RESULT, "data": result.model_dump(exclude_none=True)}
+        return orjson.dumps(
+            {"type": PROCESSING_RESULT, "data": result.model_dump(exclude_none=True)}
+        )
 
 
 def _message_of(exc: BaseException) -> str:

@@ -2,7 +2,9 @@
 shipped inside the package (no build step, nothing fetched from elsewhere).
 
 The page polls the REST API: `/api/processing-tasks?updated_since=` every second for the task
-table, counts and charts, and the fleet routes every two seconds. Polling asks nothing new of
+table, counts and charts, and the fleet routes every two seconds. At start it also reads every
+unfinished task (`?status=pending`, `?status=processing`), however old; finished tasks are kept
+for the last 15 minutes, or `/dashboard?minutes=N`. Polling asks nothing new of
 the server, works through any proxy and against any gateway of a distributed deployment (all
 read the same store), and picks up again by itself after a gateway restarts; its cost is one
 indexed range query per second per open page."""

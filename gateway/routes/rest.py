@@ -6,7 +6,18 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from gateway import auth
 from gateway.deps import IdentityDep, StoreDep, TasksDep
-from gateway.routes.responses import ALREADY_FINISHED, EVERY_ROUTE, NOT_FOUND, TOO_LARGE
+from gateway.routes.responses import (
+    ALREADY_FINISHED,
+    EVERY_ROUTE,
+    NOT_FOUND,
+    TOO_LARGE,
+    DroneResults,
+    DroneTasks,
+    ProcessingResult,
+    ProcessingTask,
+    TaskPage,
+    answers,
+)
 from gateway.routes.strict_json import StrictJsonRoute
 from shared.clock import normalize_timestamp
 from shared.errors import TaskAlreadyFinished, TaskNotFound
@@ -30,7 +41,7 @@ async def create_processing_task(
     return CreateTaskResponse(task_id=outcome.task.task_id)
 
 
-@router.get("/processing-tasks")
+@router.get("/processing-tasks", response_model=None, responses=answers(TaskPage))
 async def list_processing_tasks(
     store: StoreDep,
     identity: IdentityDep,
@@ -60,7 +71,9 @@ async def list_processing_tasks(
     }
 
 
-@router.get("/processing-tasks/drone/{drone_id}/pending")
+@router.get(
+    "/processing-tasks/drone/{drone_id}/pending", response_model=None, responses=answers(DroneTasks)
+)
 async def pending_tasks_for_drone(
     drone_id: ClientIdPath,
     store: StoreDep,
@@ -72,7 +85,11 @@ async def pending_tasks_for_drone(
     return {"tasks": [t.public_dict() for t in tasks], "count": len(tasks), "drone_id": drone_id}
 
 
-@router.get("/processing-tasks/{task_id}", responses=NOT_FOUND)
+@router.get(
+    "/processing-tasks/{task_id}",
+    response_model=None,
+    responses={**answers(ProcessingTask), **NOT_FOUND},
+)
 async def get_processing_task(
     task_id: str, store: StoreDep, identity: IdentityDep
 ) -> dict[str, Any]:
@@ -103,7 +120,11 @@ async def cancel_processing_task(
     return CancelTaskResponse(task_id=task.task_id, status=task.status)
 
 
-@router.get("/processing-results/{task_id}", responses=NOT_FOUND)
+@router.get(
+    "/processing-results/{task_id}",
+    response_model=None,
+    responses={**answers(ProcessingResult), **NOT_FOUND},
+)
 async def get_processing_result(
     task_id: str, store: StoreDep, identity: IdentityDep
 ) -> dict[str, Any]:
@@ -117,7 +138,11 @@ async def get_processing_result(
     return result.public_dict()
 
 
-@router.get("/processing-results/drone/{drone_id}")
+@router.get(
+    "/processing-results/drone/{drone_id}",
+    response_model=None,
+    responses=answers(DroneResults),
+)
 async def results_for_drone(
     drone_id: ClientIdPath,
     store: StoreDep,

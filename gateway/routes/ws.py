@@ -6,6 +6,7 @@ an oversized frame (1009) closes it."""
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -73,15 +74,47 @@ M = TypeVar("M", bound=BaseModel)
 class FrameError(Exception):
     """Answered with an `error` frame; the connection stays open."""
 
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
+    def __init__(self, code: str, message: str, **extra: JsonValue) -> None:
         super().__init__(message)
-        self.frame = error_frame(code, message, **extra).decode()
+        self.code = code
+        self.extra = extra
+
+    def frame(self, request_id: JsonValue) -> str:
+        # The echoed request_id (a spec extension) lets a client multiplexing requests on one
+        # socket fail the one this answers, instead of waiting for its timeout.
+        echo: dict[str, JsonValue] = {} if request_id is None else {"request_id": request_id}
+        return error_frame(self.code, str(self), **echo, **self.extra).decode()
+
+
+_REQUEST_ID_IN_RAW = re.compile(rb'"request_id"\s*:\s*("(?:[^"\\]|\\.){0,256}"|-?[0-9]{1,20})')
+
+
+def request_id_of(frame: dict[str, Any]) -> JsonValue:
+    """The request_id a client gave a frame: at its top, or in `data` (cancel_task's place)."""
+    request_id = frame.get("request_id")
+    data = frame.get("data")
+    if request_id is None and isinstance(data, dict):
+        request_id = data.get("request_id")
+    return request_id if isinstance(request_id, str | int) else None
+
+
+def _request_id_of_raw(data: bytes) -> JsonValue:
+    """The request_id of a frame that is not JSON, if one can be read out of it."""
+    match = _REQUEST_ID_IN_RAW.search(data)
+    if match is None:
+        return None
+    try:
+        request_id = orjson.loads(match.group(1))
+    except orjson.JSONDecodeError:
+        return None
+    return request_id if isinstance(request_id, str | int) else None
 
 
 async def _open(
     websocket: WebSocket,
     client_id: str,
     client_type: Literal["application", "drone"],
+    max_frame_bytes: int,
     refusal: Refusal | None = None,
 ) -> bool:
     """Accept, then either close with 1008 (before any welcome) or send the welcome."""
@@ -91,7 +124,9 @@ async def _open(
     if refusal is not None:
         await websocket.close(refusal.code, refusal.reason)
         return False
-    await websocket.send_text(welcome_frame(client_id, client_type, now_iso()).decode())
+    await websocket.send_text(
+        welcome_frame(client_id, client_type, now_iso(), max_frame_bytes).decode()
+    )
     return True
 
 
@@ -110,16 +145,13 @@ async def _frames(websocket: WebSocket, max_bytes: int) -> AsyncIterator[dict[st
         try:
             frame = orjson.loads(data)
         except orjson.JSONDecodeError:
-            await websocket.send_text(
-                error_frame(ERR_INVALID_JSON, "frame is not valid JSON").decode()
-            )
+            refusal = FrameError(ERR_INVALID_JSON, "frame is not valid JSON")
+            await websocket.send_text(refusal.frame(_request_id_of_raw(data)))
             continue
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            await websocket.send_text(
-                error_frame(
-                    ERR_INVALID_MESSAGE, "a frame is an object with a string 'type'"
-                ).decode()
-            )
+            refusal = FrameError(ERR_INVALID_MESSAGE, "a frame is an object with a string 'type'")
+            echo = request_id_of(frame) if isinstance(frame, dict) else None
+            await websocket.send_text(refusal.frame(echo))
             continue
         yield frame
 
@@ -130,7 +162,7 @@ def _validate(model: type[M], data: Any, message_type: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [
+        errors: list[JsonValue] = [
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
             for e in exc.errors(include_url=False, include_input=False)
         ]
@@ -143,9 +175,9 @@ async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -
     try:
         reply = await handle(frame)
     except FrameError as exc:
-        reply = exc.frame
+        reply = exc.frame(request_id_of(frame))
     except TaskError as exc:
-        reply = _refusal_frame(exc)
+        reply = _refusal(exc).frame(request_id_of(frame))
     except TRANSIENT_ERRORS as exc:
         websocket.app.state.gateway.health.dependency_of(exc).refused()
         data = frame.get("data")
@@ -154,46 +186,42 @@ async def _answer(websocket: WebSocket, handle: Handle, frame: dict[str, Any]) -
         extra: dict[str, JsonValue] = {"message_type": frame["type"]}
         if isinstance(task_id, str):
             extra["task_id"] = task_id
-        if isinstance(request_id := frame.get("request_id"), str):
-            extra["request_id"] = request_id
-        reply = error_frame(ERR_UNAVAILABLE, "temporarily unavailable, retry", **extra).decode()
+        unavailable = FrameError(ERR_UNAVAILABLE, "temporarily unavailable, retry", **extra)
+        reply = unavailable.frame(request_id_of(frame))
     if reply is not None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer left meanwhile
             await websocket.send_text(reply)
 
 
-def _refusal_frame(exc: TaskError) -> str:
+def _refusal(exc: TaskError) -> FrameError:
     """The one place where a refused report about a task becomes an `error` frame."""
     task_id = exc.task_id
     match exc:
         case DroneIdMismatch():
-            frame = error_frame(
-                ERR_ID_MISMATCH, "data.drone_id must match the drone id of the path"
-            )
+            return FrameError(ERR_ID_MISMATCH, "data.drone_id must match the drone id of the path")
         case InvalidTimestamp():
-            frame = error_frame(ERR_INVALID_MESSAGE, "data.timestamp is not ISO 8601")
+            return FrameError(ERR_INVALID_MESSAGE, "data.timestamp is not ISO 8601")
         case NotDelivered():
-            frame = error_frame(
+            return FrameError(
                 ERR_NOT_DELIVERED,
                 "the task was not delivered to this drone yet: report only on tasks received",
                 task_id=task_id,
             )
         case StatusNotReportable():
-            frame = error_frame(
+            return FrameError(
                 ERR_INVALID_STATUS,
                 "a drone reports 'processing' (with progress in additional_data); "
                 "it ends a task with processing_result",
                 task_id=task_id,
             )
         case TaskNotYours():
-            frame = error_frame(
+            return FrameError(
                 ERR_NOT_YOURS, "the task is assigned to another drone", task_id=task_id
             )
         case TaskNotFound():
-            frame = error_frame(ERR_UNKNOWN_TASK, f"no task {task_id!r}", task_id=task_id)
+            return FrameError(ERR_UNKNOWN_TASK, f"no task {task_id!r}", task_id=task_id)
         case _:
             raise exc
-    return frame.decode()
 
 
 async def _serve_frames(
@@ -234,7 +262,7 @@ async def _serve_frames(
 async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDep) -> None:
     bind_log_fields(app_id=app_id)
     identity, refusal = await state.auth.admit(websocket, "app", app_id)
-    if not await _open(websocket, app_id, "application", refusal):
+    if not await _open(websocket, app_id, "application", state.settings.max_frame_bytes, refusal):
         return
 
     async def handle(frame: dict[str, Any]) -> str | None:
@@ -269,12 +297,12 @@ async def _submit(
     try:
         check_submit(identity, app_id, request.drone_id)
     except Forbidden as exc:
-        raise FrameError(ERR_FORBIDDEN, str(exc), request_id=frame.get("request_id")) from None
-    request_id = frame.get("request_id")
+        raise FrameError(ERR_FORBIDDEN, str(exc)) from None
     try:
         outcome = await state.tasks.submit(app_id, request)
     except LimitExceeded as exc:
-        raise _limit_frame(exc, request_id) from None
+        raise _limit_frame(exc) from None
+    request_id = frame.get("request_id")
     if request_id is None:
         return None  # spec clients expect the next frame to be their result
     return encode(
@@ -287,12 +315,10 @@ async def _submit(
     ).decode()
 
 
-def _limit_frame(exc: LimitExceeded, request_id: JsonValue) -> FrameError:
+def _limit_frame(exc: LimitExceeded) -> FrameError:
     extra: dict[str, JsonValue] = {"message_type": PROCESSING_TASK}
     if exc.retry_after_s is not None:
         extra["retry_after"] = exc.retry_after_s
-    if request_id is not None:
-        extra["request_id"] = request_id
     return FrameError(exc.code, exc.message, **extra)
 
 
@@ -311,7 +337,7 @@ async def _cancel(state: GatewayState, app_id: str, frame: dict[str, Any]) -> st
         ) from None
     # The status update with `cancelled` reaches the app through its notification queue.
     return encode(
-        {"type": TASK_CANCELLED, "task_id": request.task_id, "request_id": request.request_id}
+        {"type": TASK_CANCELLED, "task_id": request.task_id, "request_id": request_id_of(frame)}
     ).decode()
 
 
@@ -326,7 +352,8 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -
     if capacity is None:
         limit = state.settings.max_drone_capacity
         refusal = Refusal(f"capacity must be an integer from 1 to {limit}")
-    if not await _open(websocket, drone_id, "drone", refusal) or capacity is None:
+    opened = await _open(websocket, drone_id, "drone", state.settings.max_frame_bytes, refusal)
+    if not opened or capacity is None:
         return
     session = state.drones.session(drone_id, websocket, capacity)
     ticket = state.presence.drone_joined(session)

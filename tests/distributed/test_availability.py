@@ -1,6 +1,7 @@
 """Issue 11: while RabbitMQ or the store is away, every request is answered within 5 s (200,
 503 or 429), tasks are still taken while only RabbitMQ is away, every accepted task ends exactly
-once, and service is normal within 2 s of the dependency's return.
+once, and service is normal within 2 s of the dependency's return. Issue 10: meanwhile every
+service's /readyz answers 503 naming the dependency, and 200 once it is back.
 
 The RabbitMQ faults are applied to a private node started for this module, never to the shared
 one; the store fault to a mongod started for its test."""
@@ -21,6 +22,7 @@ from tests.e2e.clients import WsClient, result_message, task_body
 from tests.mongod import MongodServer, mongod_server
 from tests.processes import Cluster, cluster_env
 from tests.rabbitmq_node import RabbitMQNode, available, private_rabbitmq
+from tests.scrape import wait_status
 from tests.sim import SimDrone
 from tests.steady_load import (
     ACCEPTED,
@@ -37,6 +39,7 @@ ANSWER_BOUND_S = 5.0
 RECOVERY_BOUND_S = 2.0
 OUTAGE_S = 4.0
 AFTER_S = 4.0
+READY_AGAIN_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +164,32 @@ async def test_tasks_are_taken_while_rabbitmq_is_stopped(
     assert during and all(a.outcome in ACCEPTED for a in during)
 
 
+@pytest.mark.timeout(120)
+async def test_readyz_of_every_service_is_503_naming_rabbitmq_while_it_is_stopped(
+    outage_cluster: Callable[..., object], rabbitmq_node: RabbitMQNode
+) -> None:
+    cluster: Cluster = await outage_cluster()  # type: ignore[misc]
+    readyz = [f"{service.base_url}/readyz" for service in cluster.services]
+    async with httpx.AsyncClient(timeout=ANSWER_BOUND_S) as http:
+        # Given a gateway, a dispatcher and a result writer, all ready
+        for url in readyz:
+            assert (await http.get(url)).status_code == 200, url
+        # When RabbitMQ stops, each says it is not ready, and why
+        await asyncio.to_thread(rabbitmq_node.stop_app)
+        try:
+            for url in readyz:
+                away = await wait_status(http, url, 503, READY_AGAIN_TIMEOUT_S)
+                assert away.json()["rabbitmq"] == "unavailable", url
+                assert away.json()["store"] == "ok", url
+                assert away.json()["reason"].startswith("rabbitmq "), url
+        finally:
+            await asyncio.to_thread(rabbitmq_node.start_app)
+        # Then each is ready again once it is back
+        for url in readyz:
+            back = await wait_status(http, url, 200, READY_AGAIN_TIMEOUT_S)
+            assert back.json()["rabbitmq"] == "ok" and "reason" not in back.json(), url
+
+
 @pytest.fixture
 def mongod() -> Iterator[MongodServer]:
     """Its own mongod (the session's one must stay up for the other tests)."""
@@ -185,6 +214,7 @@ async def test_requests_fail_fast_while_mongod_is_down(
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=ANSWER_BOUND_S) as http:
             readyz = await http.get("/readyz")
             assert readyz.status_code == 503 and readyz.json()["store"] == "unavailable"
+            assert readyz.json()["reason"].startswith("store ")
 
     load, away_at, back_at = await _through_outage(
         cluster, mongod.kill9, mongod.start, while_away=not_ready

@@ -65,6 +65,12 @@ async def test_every_gateway_lists_all_drones_and_forgets_those_of_a_dead_one(
             assert drones["DroneB"]["gateway"] == name_of(gateway_b)
             assert (drones["DroneA"]["capacity"], drones["DroneB"]["capacity"]) == (2, 5)
 
+        # And each serves the dashboard, its assets from the package
+        for gateway in cluster.gateways:
+            async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+                for path in ("/dashboard", "/dashboard/static/dashboard.js"):
+                    assert (await http.get(path)).status_code == 200, (gateway.base_url, path)
+
         # When gateway A dies without a word
         gateway_a.kill9()
 

@@ -32,21 +32,33 @@ async def test_sdk_cluster_flow_and_gateway_kill_9(cluster_factory: object) -> N
         await asyncio.wait_for(gate.started.get(), 20)
         assert await doomed.cancel() is True
         assert await asyncio.wait_for(gate.cancelled.get(), 20) == doomed.task_id
+        with pytest.raises(TaskFailed) as cancelled:
+            await doomed.result(timeout=20)
 
-        # Given a task in progress, when the gateway both clients use is killed and restarted
+        # Given a task in progress, its progress seen by the app
         handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
         await asyncio.wait_for(gate.started.get(), 20)
-        progress = await asyncio.wait_for(anext(handle.updates()), 20)
+        updates = handle.updates()
+        progress = await asyncio.wait_for(anext(updates), 20)
+
+        # When the gateway both clients use is killed and restarted
         gateway.kill9()
         await gateway.start()
+        # A submission made around the restart waits for the connection instead of failing
+        second = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 2})
+        await asyncio.wait_for(gate.started.get(), 20)
         gate.opened.set()
 
-        # Then the result arrives once, after the progress, and the handler ran once
-        result = await handle.result(timeout=30)
+        # Then each caller sees every change once: one progress, then one result
+        results = [await h.result(timeout=30) for h in (handle, second)]
+        seen_after_restart = [u.status async for u in updates]
+        seen_by_second = [u.status async for u in second.updates()]
 
     assert failed.value.error_code == "drone_error"
-    assert doomed.history[-1].status == "cancelled"
-    assert result.result_data["echo"] == {"n": 1}
+    assert (cancelled.value.status, cancelled.value.error_code) == ("cancelled", "cancelled")
     assert progress.additional_data == {"progress": 50}
-    assert [u.status for u in handle.history] == ["processing", "completed"]
-    assert gate.runs == [doomed.task_id, handle.task_id]
+    assert seen_after_restart == ["completed"]
+    assert seen_by_second == ["processing", "completed"]
+    assert [r.result_data["echo"] for r in results] == [{"n": 1}, {"n": 2}]
+    # and no handler ran twice
+    assert gate.runs == [doomed.task_id, handle.task_id, second.task_id]

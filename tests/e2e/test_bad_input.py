@@ -132,6 +132,38 @@ async def test_app_socket_answers_bad_frames_with_error_and_stays_open(
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
+        ('{"request_id": "r-1", "type": "processing_task", "data": {', "invalid_json"),
+        ('{"request_id": "r-1", "type": 7}', "invalid_message"),
+        ('{"request_id": "r-1", "type": "processing_task", "data": {}}', "invalid_message"),
+        (
+            '{"type": "processing_task", "request_id": "r-1", "data": {"drone_id": "D1",'
+            ' "task_type": "t", "input_data": {}, "priority": 9}}',
+            "invalid_message",
+        ),
+        (
+            '{"type": "cancel_task", "request_id": "r-1", "data": {"task_id": "nope"}}',
+            "unknown_task",
+        ),
+        (
+            '{"type": "cancel_task", "data": {"task_id": "nope", "request_id": "r-1"}}',
+            "unknown_task",
+        ),
+        ('{"type": "warp", "request_id": "r-1"}', "unknown_type"),
+    ],
+)
+async def test_app_socket_error_echoes_the_request_id_of_the_frame(
+    server: Server, frame: str, code: str
+) -> None:
+    # A client multiplexing requests on one socket fails the one refused, without a timeout
+    async with WsClient(server.app_ws("App001")) as app:
+        await app.send(frame)
+        error = await app.wait_type("error")
+    assert (error["code"], error.get("request_id")) == (code, "r-1")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
         ("{not json", "invalid_json"),
         ('{"type": "fly_away"}', "unknown_type"),
         ('{"type": "processing_result", "data": {"task_id": "task_x"}}', "invalid_message"),
@@ -166,6 +198,12 @@ async def test_invalid_id_in_the_path_closes_with_1008_before_the_welcome(
     async with WsClient(server.ws_url + path) as client:
         assert await client.wait_closed() == 1008
     assert client.received == []
+
+
+async def test_welcome_names_the_frame_limit(server: Server) -> None:
+    async with WsClient(server.app_ws("App001")) as app:
+        welcome = await app.wait_type("connection_established")
+    assert welcome["max_frame_bytes"] == server.settings.max_frame_bytes
 
 
 async def test_frame_over_the_limit_closes_with_1009(server: Server) -> None:

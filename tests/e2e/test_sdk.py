@@ -13,6 +13,7 @@ from droneflow.client import (
     SyncAppClient,
     Task,
     TaskFailed,
+    TaskRejected,
 )
 from tests.e2e.conftest import Server
 from tests.e2e.metrics import counter, wait_counter
@@ -21,6 +22,7 @@ from tests.sdk_workers import Gate, fast_backoff, running
 from tests.tcp_proxy import LateTcpProxy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+HANG_GUARD_S = 20.0
 
 
 def make_worker(url: str, drone_id: str, gate: Gate) -> DroneWorker:
@@ -104,6 +106,28 @@ async def test_sdk_cancel_stops_the_handler(server: Server) -> None:
     assert failed.value.error_code == "cancelled" and final.status == "cancelled"
 
 
+async def test_sdk_worker_stopping_finishes_the_task_it_holds(server: Server) -> None:
+    gate = Gate()
+    worker = make_worker(server.base_url, "SdkDrone", gate)
+    async with AppClient(server.base_url, app_id="SdkApp") as app:
+        serving = asyncio.create_task(worker.run(handle_signals=False))
+        # Given a worker running a task
+        handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
+        await asyncio.wait_for(gate.started.get(), HANG_GUARD_S)
+
+        # When it is asked to stop, and the task ends after that
+        worker.stop()
+        await asyncio.wait_for(worker.draining.wait(), HANG_GUARD_S)
+        gate.opened.set()
+
+        # Then the task completes, and the worker stops once it has
+        result = await handle.result(timeout=HANG_GUARD_S)
+        await asyncio.wait_for(serving, HANG_GUARD_S)
+
+    assert result.result_data == {"echo": {"n": 1}, "attempt": 1}
+    assert gate.cancelled.empty()
+
+
 async def test_sdk_survives_kill_9_and_delivers_the_result_once(
     serve_process: ServiceProcess,
 ) -> None:
@@ -115,9 +139,11 @@ async def test_sdk_survives_kill_9_and_delivers_the_result_once(
         running(worker),
         AppClient(proc.base_url, app_id="SdkApp", backoff=fast_backoff()) as app,
     ):
-        # Given a task a connected worker is running for a connected app
+        # Given a task a connected worker is running for a connected app, its progress seen
         handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
         await asyncio.wait_for(gate.started.get(), 10)
+        updates = handle.updates()
+        progress = await asyncio.wait_for(anext(updates), 10)
 
         # When the server dies without warning and comes back
         proc.kill9()
@@ -127,12 +153,16 @@ async def test_sdk_survives_kill_9_and_delivers_the_result_once(
         await asyncio.wait_for(gate.started.get(), 10)
         gate.opened.set()
 
-        # Then both results arrive, each once, and no handler ran twice
+        # Then each caller sees every change once: one progress, then one result
         results = [await h.result(timeout=20) for h in (handle, second)]
-        finals = [[u for u in h.history if u.final] for h in (handle, second)]
+        seen_after_restart = [u.status async for u in updates]
+        seen_by_second = [u.status async for u in second.updates()]
 
+    assert progress.status == "processing"
+    assert seen_after_restart == ["completed"]
+    assert seen_by_second == ["processing", "completed"]
     assert [r.result_data["echo"] for r in results] == [{"n": 1}, {"n": 2}]
-    assert [len(f) for f in finals] == [1, 1]
+    # and no handler ran twice
     assert sorted(gate.runs) == sorted([handle.task_id, second.task_id])
 
 
@@ -142,7 +172,7 @@ async def test_sdk_sync_facade_serves_a_script(server: Server) -> None:
 
     def script() -> tuple[list[str], dict[str, object]]:
         with SyncAppClient(server.base_url, app_id="SyncApp") as app:
-            handle = app.submit(drone_id="SdkDrone", task_type="gated", input_data={"x": 1})
+            handle = app.submit("SdkDrone", "gated", {"x": 1})  # positional, as the issue lists
             statuses = [update.status for update in handle.updates()]
             return statuses, handle.result(timeout=10).result_data
 
@@ -205,3 +235,56 @@ async def test_sdk_catches_up_on_a_result_missed_while_away(server_factory: obje
 
     assert result.result_data == {"echo": {}, "attempt": 1}
     assert [u.status for u in handle.history if u.final] == ["completed"]
+
+
+async def test_sdk_submit_over_the_frame_limit_is_rejected_at_once(server_factory: object) -> None:
+    server: Server = await server_factory(max_frame_bytes=64 * 1024)  # type: ignore[operator]
+    gate = Gate()
+    gate.opened.set()
+    async with (
+        running(make_worker(server.base_url, "SdkDrone", gate)),
+        AppClient(server.base_url, app_id="SdkApp", backoff=fast_backoff()) as app,
+    ):
+        # When a task too large for one frame is submitted, the caller hears so, not a timeout
+        with pytest.raises(TaskRejected) as rejected:
+            await app.submit(
+                drone_id="SdkDrone",
+                task_type="gated",
+                input_data={"blob": "x" * (server.settings.max_frame_bytes + 1)},
+                wait_s=HANG_GUARD_S,
+            )
+
+        # And the client goes on: the next task is carried through
+        handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
+        result = await handle.result(timeout=HANG_GUARD_S)
+
+    assert rejected.value.error_code == "frame_too_large"
+    assert str(server.settings.max_frame_bytes) in rejected.value.message
+    assert result.result_data["echo"] == {"n": 1}
+
+
+async def test_sdk_result_or_progress_over_the_frame_limit_becomes_task_failed(
+    server_factory: object,
+) -> None:
+    server: Server = await server_factory(max_frame_bytes=64 * 1024)  # type: ignore[operator]
+    worker = DroneWorker(server.base_url, drone_id="SdkDrone", backoff=fast_backoff())
+
+    @worker.handler("huge")
+    async def huge(task: Task) -> dict[str, object]:
+        return {"blob": "x" * server.settings.max_frame_bytes}
+
+    @worker.handler("huge_progress")
+    async def huge_progress(task: Task) -> dict[str, object]:
+        await task.progress(10, blob="x" * server.settings.max_frame_bytes)
+        return {}
+
+    async with running(worker), AppClient(server.base_url, app_id="SdkApp") as app:
+        failures = []
+        for task_type in ("huge", "huge_progress"):
+            handle = await app.submit(drone_id="SdkDrone", task_type=task_type, input_data={})
+            with pytest.raises(TaskFailed) as failed:
+                await handle.result(timeout=HANG_GUARD_S)
+            failures.append(failed.value)
+
+    assert [f.error_code for f in failures] == ["drone_error", "drone_error"]
+    assert all("over the gateway's limit" in f.message for f in failures)

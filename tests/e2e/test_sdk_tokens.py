@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from droneflow.client import AppClient, ConnectionRefused, DroneWorker, Task
+from droneflow.client import AppClient, ConnectionRefused, DroneWorker, Task, TaskRejected
 from tests.authz_table import write_key_pair
 from tests.e2e.conftest import Server
 from tests.sdk_workers import fast_backoff, running
@@ -68,3 +68,20 @@ async def test_sdk_with_a_refused_token_gives_up_with_connection_refused(
 
     with pytest.raises(ConnectionRefused, match="token"):
         await submit_with_it()
+
+
+async def test_sdk_submission_the_server_refuses_fails_at_once_with_its_code(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    keys, private_key_file, _ = write_key_pair(tmp_path / "keys")
+    server: Server = await server_factory(auth="token", auth_private_key_file=private_key_file)
+    token = keys.issue("app", "TokApp", DAY_S, drones=("Tok*",))
+    async with AppClient(server.ws_url, app_id="TokApp", token=token) as app:
+        # A drone outside the token's patterns: refused, and the caller hears it, not a timeout
+        with pytest.raises(TaskRejected) as rejected:
+            await app.submit(
+                drone_id="OtherDrone", task_type="echo", input_data={}, wait_s=HANG_GUARD_S
+            )
+
+    assert rejected.value.error_code == "forbidden"
+    assert "OtherDrone" in rejected.value.message

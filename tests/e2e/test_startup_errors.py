@@ -124,12 +124,18 @@ def test_serve_with_a_store_it_cannot_open_names_the_store_setting(
     assert f"store at {store_url} (DRONEFLOW_STORE_URL) unavailable" in line
 
 
-def test_help_documents_the_exit_codes() -> None:
-    run = droneflow({}, "--help")
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["dispatcher", "--help"]])
+def test_help_documents_the_exit_codes(argv: list[str]) -> None:
+    run = droneflow({"COLUMNS": "200"}, *argv)
 
     assert run.returncode == 0
-    for code in (EXIT_CONFIGURATION, EXIT_CANNOT_LISTEN, EXIT_UNREACHABLE):
-        assert f"\n  {code}  " in run.stdout
+    assert "Exit codes of serve, gateway, dispatcher and result-writer" in run.stdout
+    for code, meaning in (
+        (EXIT_CONFIGURATION, "configuration"),
+        (EXIT_CANNOT_LISTEN, "could not listen"),
+        (EXIT_UNREACHABLE, "serve could not open its store or broker"),
+    ):
+        assert f"{code}: {meaning}" in run.stdout
 
 
 @pytest.mark.parametrize("command", ["gateway", "dispatcher"])

@@ -3,12 +3,17 @@
 
 const TASK_POLL_MS = 1000;
 const FLEET_POLL_MS = 2000;
-const WINDOW_MS = 15 * 60 * 1000;      // tasks kept: updated in the last 15 minutes
+const DEFAULT_WINDOW_MIN = 15;
+// Finished tasks kept: those updated in the last `?minutes=` (15 by default). Unfinished tasks
+// are all kept, however old: a task pending for an hour is what an operator looks for.
+const WINDOW_MS = windowMinutes() * 60 * 1000;
 const CHART_MS = 10 * 60 * 1000;       // charts: the last 10 minutes
 const BUCKET_MS = 15 * 1000;
 const OVERLAP_MS = 5000;               // re-read a little: writers on other gateways commit late
 const PAGE_LIMIT = 1000;
 const MAX_PAGES_PER_POLL = 5;
+const MAX_UNFINISHED_PAGES = 10;       // at most 10 000 unfinished tasks read at start, per status
+const UNFINISHED = ["pending", "processing"];
 const MAX_ROWS = 200;
 const STATUSES = ["pending", "processing", "completed", "failed", "cancelled"];
 const FINAL = new Set(["completed", "failed", "cancelled"]);
@@ -17,18 +22,31 @@ const TOKEN_KEY = "droneflow.admin-token";
 const tasks = new Map();               // task_id → the task as the API returns it
 const rows = new Map();                // task_id → its <tr>
 let newestUpdate = null;               // the largest updated_at seen, as the server writes it
+let unfinishedRead = false;            // the unfinished tasks of every age were read once
+const unfinishedCapped = new Set();    // statuses with more unfinished tasks than were read
 
 const $ = (id) => document.getElementById(id);
+
+function windowMinutes() {
+  const asked = Number(new URLSearchParams(window.location.search).get("minutes"));
+  return Number.isFinite(asked) && asked > 0 ? asked : DEFAULT_WINDOW_MIN;
+}
 
 // --- talking to the gateway, with an admin token when it asks for one -------------------------
 
 let tokenPrompt = null;
 let tokenDeclined = false;             // asked and cancelled: wait for the header button
 
-function askForToken(fromButton = false) {
+// Shows the dialog, saying why it is shown again (`problem`), and resolves to the token entered
+// or null. Callers that arrive while it is open share the same answer.
+function askForToken(problem, fromButton = false) {
   if (tokenPrompt) return tokenPrompt;
   if (tokenDeclined && !fromButton) return Promise.resolve(null);
   const dialog = $("token-dialog");
+  const form = $("token-form");
+  $("token-problem").textContent = problem || "";
+  $("token-problem").hidden = !problem;
+  form.elements.token.value = "";
   tokenPrompt = new Promise((resolve) => {
     const done = (token) => {
       dialog.close();
@@ -37,9 +55,9 @@ function askForToken(fromButton = false) {
       if (token) sessionStorage.setItem(TOKEN_KEY, token);
       resolve(token);
     };
-    $("token-form").onsubmit = (event) => {
+    form.onsubmit = (event) => {
       event.preventDefault();
-      done($("token-form").elements.token.value.trim());
+      done(form.elements.token.value.trim());
     };
     $("token-cancel").onclick = () => done(null);
     dialog.showModal();
@@ -47,20 +65,33 @@ function askForToken(fromButton = false) {
   return tokenPrompt;
 }
 
+async function refusalOf(response, token) {
+  const body = await response.clone().json().catch(() => ({}));
+  const detail = typeof body.detail === "string" ? body.detail : "";
+  if (!token) return "This gateway asks for an admin token.";
+  if (response.status === 403) return `That token is not an admin token${detail ? `: ${detail}` : "."}`;
+  return `That token was refused${detail ? `: ${detail}` : "."}`;
+}
+
 async function api(path, options = {}) {
-  for (let asked = false; ; asked = true) {
+  for (;;) {
     const token = sessionStorage.getItem(TOKEN_KEY);
     const headers = { Accept: "application/json", ...(options.headers || {}) };
     if (token) headers.Authorization = `Bearer ${token}`;
     const response = await fetch(path, { ...options, headers });
-    if (response.status !== 401 || asked) return response;
+    // 401: no token or a bad one; 403: a valid token that is not an admin's.
+    if (response.status !== 401 && response.status !== 403) return response;
+    if (sessionStorage.getItem(TOKEN_KEY) !== token) continue;  // replaced meanwhile: retry
     sessionStorage.removeItem(TOKEN_KEY);
-    if (!(await askForToken())) return response;
+    if (!(await askForToken(await refusalOf(response, token)))) return response;
   }
 }
 
 async function getJson(path) {
   const response = await api(path);
+  if (response.status === 401 || response.status === 403) {
+    throw new Error("an admin token is needed (Admin token…)");
+  }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }
@@ -73,7 +104,26 @@ function setLink(state, text) {
 
 // --- tasks -----------------------------------------------------------------------------------
 
+async function readUnfinished() {
+  // Once: later changes to these tasks reach the page through the updated_since polls.
+  for (const status of UNFINISHED) {
+    let cursor = null;
+    for (let page = 0; page < MAX_UNFINISHED_PAGES; page++) {
+      const query = new URLSearchParams({ status, limit: String(PAGE_LIMIT) });
+      if (cursor) query.set("cursor", cursor);
+      const body = await getJson(`/api/processing-tasks?${query}`);
+      // Not merge(): the first updated_since poll must still start a window back.
+      for (const task of body.tasks) keep(task);
+      cursor = body.next_cursor;
+      if (!cursor) break;
+    }
+    if (cursor) unfinishedCapped.add(status);
+  }
+  unfinishedRead = true;
+}
+
 async function pollTasks() {
+  if (!unfinishedRead) await readUnfinished();
   const since = newestUpdate
     ? new Date(Date.parse(newestUpdate) - OVERLAP_MS).toISOString()
     : new Date(Date.now() - WINDOW_MS).toISOString();
@@ -89,9 +139,13 @@ async function pollTasks() {
   prune();
 }
 
-function merge(task) {
+function keep(task) {
   const known = tasks.get(task.task_id);
   if (!known || known.updated_at <= task.updated_at) tasks.set(task.task_id, task);
+}
+
+function merge(task) {
+  keep(task);
   if (!newestUpdate || task.updated_at > newestUpdate) newestUpdate = task.updated_at;
 }
 
@@ -178,7 +232,8 @@ function renderCounts() {
       item.querySelector(".label").textContent = status;
       box.appendChild(item);
     }
-    setText(item.querySelector(".value"), String(counts[status]));
+    const capped = unfinishedCapped.has(status) ? "+" : "";
+    setText(item.querySelector(".value"), `${counts[status]}${capped}`);
   }
 }
 
@@ -258,8 +313,8 @@ function drawThroughput(data) {
     const doneH = (bucket.done / max) * plotH;
     const failedH = (bucket.failed / max) * plotH;
     const base = TOP + plotH;
-    if (doneH) svg.appendChild(svgElement("rect", { x, y: base - doneH, width: slot - 2, height: doneH, class: "bar-done" }));
-    if (failedH) svg.appendChild(svgElement("rect", { x, y: base - doneH - failedH, width: slot - 2, height: failedH, class: "bar-failed" }));
+    if (doneH) svg.appendChild(svgElement("rect", { x, y: base - doneH, width: slot - 2, height: doneH, class: "bar-done", "data-count": bucket.done }));
+    if (failedH) svg.appendChild(svgElement("rect", { x, y: base - doneH - failedH, width: slot - 2, height: failedH, class: "bar-failed", "data-count": bucket.failed }));
   });
 }
 
@@ -272,12 +327,11 @@ function drawLatency(data) {
   const slot = (W - LEFT) / data.length;
   const line = (values, cls) => {
     const points = values
-      .map((value, index) => (value === null ? null : `${LEFT + (index + 0.5) * slot},${TOP + plotH * (1 - value / max)}`))
+      .map((value, index) => (value === null ? null : { value, x: LEFT + (index + 0.5) * slot, y: TOP + plotH * (1 - value / max) }))
       .filter(Boolean);
-    if (points.length) svg.appendChild(svgElement("polyline", { points: points.join(" "), class: cls }));
+    if (points.length) svg.appendChild(svgElement("polyline", { points: points.map((p) => `${p.x},${p.y}`).join(" "), class: cls }));
     for (const point of points) {
-      const [cx, cy] = point.split(",");
-      svg.appendChild(svgElement("circle", { cx, cy, r: 2.5, class: cls }));
+      svg.appendChild(svgElement("circle", { cx: point.x, cy: point.y, r: 2.5, class: cls, "data-seconds": point.value }));
     }
   };
   line(p95, "line-p95");
@@ -311,17 +365,17 @@ function renderDrones(drones) {
       row.dataset.droneId = drone.drone_id;
       const load = drone.capacity ? Math.round((100 * drone.tasks_held) / drone.capacity) : 0;
       const cells = [
-        drone.drone_id,
-        null,
-        String(drone.tasks_queued),
-        drone.gateway,
-        shortTime(drone.connected_since),
-        shortTime(drone.last_seen),
+        ["id", drone.drone_id],
+        ["load", null],
+        ["queued", String(drone.tasks_queued)],
+        ["gateway", drone.gateway],
+        ["since", shortTime(drone.connected_since)],
+        ["seen", shortTime(drone.last_seen)],
       ];
-      cells.forEach((text, index) => {
+      cells.forEach(([name, text]) => {
         const cell = document.createElement("td");
-        if (index === 1) {
-          cell.className = "load";
+        cell.className = name;
+        if (name === "load") {
           cell.innerHTML = '<span class="meter"><span></span></span><span class="held"></span>';
           cell.querySelector(".meter span").style.width = `${load}%`;
           cell.querySelector(".held").textContent = `${drone.tasks_held} / ${drone.capacity}`;
@@ -413,7 +467,8 @@ function every(ms, action) {
       await action();
       setLink("live", "live");
     } catch (error) {
-      setLink("error", `not reachable: ${error.message}`);
+      // fetch rejects with a TypeError when the gateway cannot be reached at all.
+      setLink("error", error instanceof TypeError ? `not reachable: ${error.message}` : error.message);
     }
     setTimeout(tick, ms);
   };
@@ -421,8 +476,9 @@ function every(ms, action) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  for (const label of document.querySelectorAll(".window-minutes")) label.textContent = String(windowMinutes());
   $("submit-form").addEventListener("submit", submitTask);
-  $("token-button").addEventListener("click", () => askForToken(true));
+  $("token-button").addEventListener("click", () => askForToken("", true));
   every(TASK_POLL_MS, refreshTasks);
   every(FLEET_POLL_MS, refreshFleet);
 });
