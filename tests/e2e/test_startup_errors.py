@@ -237,3 +237,16 @@ def test_serve_with_an_unreachable_mongodb_names_the_store_setting(env: dict[str
     assert "store at mongodb://droneflow:***@127.0.0.1:" in line
     assert "(DRONEFLOW_STORE_URL) unavailable: MongoDB" in line
     assert UNUSED_SECRET not in run.stderr
+
+
+def test_a_dispatcher_whose_metrics_port_is_in_use_names_that_setting(
+    env: dict[str, str], taken_port: int
+) -> None:
+    broker = f"amqp://guest:guest@127.0.0.1:{free_port()}/"  # not reached: the port fails first
+    env = {**env, "DRONEFLOW_BROKER_URL": broker, "DRONEFLOW_METRICS_PORT": str(taken_port)}
+
+    run = droneflow(env, "dispatcher")
+
+    line = assert_fails_in_one_line(run, EXIT_CANNOT_LISTEN)
+    assert f"cannot serve on 127.0.0.1:{taken_port}" in line
+    assert "DRONEFLOW_METRICS_PORT" in line
