@@ -1,7 +1,8 @@
 """Starting a service: settings, logging, the run until SIGTERM or SIGINT, and the exit code.
 
 A start that cannot work ends with one line on stderr, `droneflow: error: …`, naming the setting
-to change, and one of EXIT_CODES; never with a traceback. Only a bug still shows one (exit 1).
+to change, and one of the codes in EXIT_CODES_HELP; never with a traceback. Only a bug still
+shows one (exit 1).
 """
 
 import asyncio
@@ -39,7 +40,8 @@ EXIT_CODES_HELP: Final = f"""Exit codes of serve, gateway, dispatcher and result
 * 1: a bug: an unexpected error, with its traceback
 * {EXIT_CONFIGURATION}: configuration: a bad DRONEFLOW_* value or option, or settings that cannot
   work together (such as a lone service on DRONEFLOW_BROKER_URL=memory://)
-* {EXIT_CANNOT_LISTEN}: could not listen: the port is in use, or the address is not this machine's
+* {EXIT_CANNOT_LISTEN}: could not listen: a port in use (DRONEFLOW_PORT, DRONEFLOW_METRICS_PORT),
+  or an address that is not this machine's
 * {EXIT_UNREACHABLE}: `serve` could not open its store or broker (the distributed services retry)"""
 
 
