@@ -3,11 +3,8 @@ server (submit, tasks, results, drones, simulate).
 
 Services read DRONEFLOW_* environment variables; --host and --port override them."""
 
-import asyncio
-import logging
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Annotated, Final
 
@@ -15,19 +12,8 @@ import typer
 
 from droneflow import fleet_cli, task_cli, token_cli
 from droneflow.remote import EXIT_CODES_HELP
-from shared.errors import ConfigurationError
-from shared.settings import Settings
-
-Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
-
-SERVICES: Final = {
-    "serve": "run_embedded",
-    "gateway": "run_gateway",
-    "dispatcher": "run_dispatcher",
-    "result-writer": "run_result_writer",
-}
-"""Each service command's function in droneflow.runner, imported when a service starts: the
-client commands start faster without the server's libraries."""
+from droneflow.startup import EXIT_CODES_HELP as SERVICE_EXIT_CODES_HELP
+from droneflow.startup import run_service
 
 HELP: Final = f"""A task broker between applications and drone fleets.
 
@@ -38,7 +24,9 @@ Run it: `droneflow serve` (everything in one process), or `gateway`, `dispatcher
 The commands that talk to a server take --url (DRONEFLOW_URL, default http://127.0.0.1:8000)
 and --token (DRONEFLOW_TOKEN).
 
-{EXIT_CODES_HELP}"""
+{EXIT_CODES_HELP}
+
+{SERVICE_EXIT_CODES_HELP}"""
 
 app = typer.Typer(
     name="droneflow",
@@ -80,67 +68,32 @@ def _root(
     pass
 
 
-@app.command()
+@app.command(epilog=SERVICE_EXIT_CODES_HELP)
 def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Everything in one process (embedded defaults: in-memory broker, SQLite)."""
-    raise typer.Exit(_run_service("serve", _listen_overrides(host, port)))
+    raise typer.Exit(run_service("serve", _listen_overrides(host, port)))
 
 
-@app.command()
+@app.command(epilog=SERVICE_EXIT_CODES_HELP)
 def gateway(host: HostOption = None, port: PortOption = None) -> None:
     """The REST and WebSocket edge."""
-    raise typer.Exit(_run_service("gateway", _listen_overrides(host, port)))
+    raise typer.Exit(run_service("gateway", _listen_overrides(host, port)))
 
 
-@app.command()
+@app.command(epilog=SERVICE_EXIT_CODES_HELP)
 def dispatcher() -> None:
     """Route tasks to drone queues, sweep timeouts."""
-    raise typer.Exit(_run_service("dispatcher", {}))
+    raise typer.Exit(run_service("dispatcher", {}))
 
 
-@app.command("result-writer")
+@app.command("result-writer", epilog=SERVICE_EXIT_CODES_HELP)
 def result_writer() -> None:
     """Store drone results, notify apps."""
-    raise typer.Exit(_run_service("result-writer", {}))
+    raise typer.Exit(run_service("result-writer", {}))
 
 
 def _listen_overrides(host: str | None, port: int | None) -> dict[str, object]:
     return {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-
-
-def _run_service(command: str, overrides: dict[str, object]) -> int:
-    """A service's whole start: settings, logging, the event loop, the exit code."""
-    settings = Settings(**overrides)  # type: ignore[arg-type]
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from droneflow import runner
-
-    run: Runner = getattr(runner, SERVICES[command])
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
-            loop_runner.run(_run_until_signalled(run, settings))
-    except ConfigurationError as exc:
-        logging.getLogger("droneflow").error("%s", exc)
-        return 2
-    return 0
-
-
-async def _run_until_signalled(run: Runner, settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -108,7 +108,13 @@ class DroneSession:
         except TRANSIENT_ERRORS as exc:
             # Not dropped: a task left waiting here would stay delivered to a connected drone
             # that never gets it, until its in-progress timeout.
-            log.warning("could not resume %s for drone %s yet: %s", task_id, self.drone_id, exc)
+            log.warning(
+                "could not resume %s for drone %s yet: %s",
+                task_id,
+                self.drone_id,
+                exc,
+                extra={"task_id": task_id, "drone_id": self.drone_id},
+            )
             self._adoptable.add(task_id)
             self._retry_resume_later()
             return False
@@ -162,7 +168,13 @@ class DroneSession:
                 await self._broker.broadcast(self._queues.control, control.encode())
             except TRANSIENT_ERRORS as exc:
                 # The drone's next connection finds them in the store; the rest would fail alike.
-                log.warning("could not pass on %s of drone %s: %s", task_id, self.drone_id, exc)
+                log.warning(
+                    "could not pass on %s of drone %s: %s",
+                    task_id,
+                    self.drone_id,
+                    exc,
+                    extra={"task_id": task_id, "drone_id": self.drone_id},
+                )
                 return
 
     def _free_slots(self) -> int:
@@ -222,7 +234,11 @@ class DroneSession:
                 and current.delivered_at is not None
                 and current.delivered_at <= failed_at
             ):
-                log.info("sending %s: its claim was stored though it failed", task_id)
+                log.info(
+                    "sending %s: its claim was stored though it failed",
+                    task_id,
+                    extra={"task_id": task_id, "drone_id": self.drone_id},
+                )
                 await self.adopt(task_id)
 
     async def _resend(self, task: TaskRecord) -> None:
@@ -261,7 +277,12 @@ class DroneSession:
                     self._queues.drone(self.drone_id), self._on_task, prefetch=free
                 )
             except TRANSIENT_ERRORS as exc:
-                log.warning("cannot consume for drone %s yet: %s", self.drone_id, exc)
+                log.warning(
+                    "cannot consume for drone %s yet: %s",
+                    self.drone_id,
+                    exc,
+                    extra={"drone_id": self.drone_id},
+                )
                 self._retry_resume_later()
 
     def _retry_resume_later(self) -> None:

@@ -2,6 +2,7 @@
 
 DroneflowError
 ├── ConfigurationError        settings that cannot work (bad URL scheme, …)
+├── CannotListen              a server cannot take its address (port in use, …)
 ├── BrokerError
 │   └── BrokerUnavailable     transient: the broker cannot be reached right now
 ├── StoreError
@@ -29,6 +30,10 @@ class DroneflowError(Exception):
 
 
 class ConfigurationError(DroneflowError):
+    pass
+
+
+class CannotListen(DroneflowError):
     pass
 
 

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.broker import Broker
+from shared.errors import CannotListen
 from shared.health import check_readiness
 from shared.metrics import refresh_queue_depths
 from shared.settings import Settings
@@ -94,7 +95,7 @@ class _QuietServer(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def service_http(service: str, settings: Settings) -> AsyncIterator[ServiceHealth]:
     """Serve the service's HTTP port, if DRONEFLOW_METRICS_PORT is set, until the block ends.
-    SystemExit when the port cannot be bound."""
+    CannotListen when the port cannot be bound."""
     health = ServiceHealth(service, settings)
     if settings.metrics_port is None:
         yield health
@@ -113,8 +114,9 @@ async def service_http(service: str, settings: Settings) -> AsyncIterator[Servic
         family = socket.getaddrinfo(settings.host, settings.metrics_port)[0][0]
         listener = socket.create_server((settings.host, settings.metrics_port), family=family)
     except OSError as exc:
-        raise SystemExit(
-            f"{service}: cannot serve on {settings.host}:{settings.metrics_port}: {exc}"
+        raise CannotListen(
+            f"{service}: cannot serve on {settings.host}:{settings.metrics_port}: "
+            f"{exc.strerror or exc}; set DRONEFLOW_METRICS_PORT to a free port"
         ) from None
     server = _QuietServer(config)
     serving = asyncio.create_task(server.serve(sockets=[listener]))

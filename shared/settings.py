@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         description="dispatcher/result-writer /healthz, /readyz and /metrics port",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one object per line, for log collectors"
+    )
+    access_log: bool = Field(default=False, description="log every HTTP request (uvicorn's)")
 
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_frame_bytes: int = Field(default=1024 * 1024, gt=0)

@@ -28,6 +28,7 @@ from shared.errors import (
     TaskNotYours,
 )
 from shared.ids import is_valid_client_id
+from shared.logs import bind_log_fields
 from shared.protocol import (
     CANCEL_TASK,
     CLOSE_MESSAGE_TOO_BIG,
@@ -259,6 +260,7 @@ async def _serve_frames(
 
 @router.websocket("/ws/application/{app_id}")
 async def application_socket(websocket: WebSocket, app_id: str, state: WsStateDep) -> None:
+    bind_log_fields(app_id=app_id)
     identity, refusal = await state.auth.admit(websocket, "app", app_id)
     if not await _open(websocket, app_id, "application", state.settings.max_frame_bytes, refusal):
         return
@@ -344,6 +346,7 @@ async def _cancel(state: GatewayState, app_id: str, frame: dict[str, Any]) -> st
 
 @router.websocket("/ws/drone/{drone_id}")
 async def drone_socket(websocket: WebSocket, drone_id: str, state: WsStateDep) -> None:
+    bind_log_fields(drone_id=drone_id)
     capacity = _capacity(websocket, state)
     identity, refusal = await state.auth.admit(websocket, "drone", drone_id)
     if capacity is None:

@@ -103,10 +103,12 @@ def test_create_without_a_signing_key_or_with_bad_arguments_exits_2(
 
 
 def test_a_gateway_with_tokens_on_and_no_key_refuses_to_start(env: dict[str, str]) -> None:
+    # A lone gateway on memory:// is refused too; a broker nobody listens on is not reached.
+    broker = {"DRONEFLOW_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/"}
     for extra in ({}, {"DRONEFLOW_AUTH": "token"}):
-        started = droneflow({**env, **extra}, "gateway", "--port", str(free_port()))
+        started = droneflow({**env, **broker, **extra}, "gateway", "--port", str(free_port()))
         assert started.returncode == 2
-        errors = [line for line in started.stderr.splitlines() if "ERROR" in line]
+        errors = [line for line in started.stderr.splitlines() if "error" in line.lower()]
         assert len(errors) == 1
         assert "DRONEFLOW_AUTH_PUBLIC_KEY_FILE" in errors[0]
         assert "DRONEFLOW_AUTH_SECRET_FILE" in errors[0]

@@ -13,13 +13,14 @@ import pytest
 from shared.errors import StoreUnavailable
 from shared.store.sqlite import SQLiteTaskStore
 from shared.store.sqlite.schema import (
-    EXPIRE_CANDIDATES_SQL,
+    EXPIRE_SQL,
     OVERDUE_SQL,
     PENDING_FOR_DRONE_SQL,
     RESULTS_FOR_DRONE_SQL,
     ROUTED_BEFORE_SQL,
     UNDISPATCHED_SQL,
     UNNOTIFIED_SQL,
+    numbered,
 )
 from tests.builders import DRONE, create, result_for
 
@@ -125,12 +126,16 @@ async def test_sqlite_store_refuses_calls_once_closed(tmp_path: Path) -> None:
         (UNDISPATCHED_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_undispatched"),
         (ROUTED_BEFORE_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_routed"),
         (OVERDUE_SQL, ("2024-01-01T00:00:00.000Z", 10), "ix_tasks_overdue"),
-        (EXPIRE_CANDIDATES_SQL, (None, None, "2024-01-01T00:00:00.000Z", 10), "ix_tasks_expire"),
+        (
+            EXPIRE_SQL,
+            numbered(None, None, "2024-01-01T00:00:00.000Z", 10),
+            "ix_tasks_expire",
+        ),
         (UNNOTIFIED_SQL, (10,), "ix_tasks_unnotified"),
     ],
 )
 async def test_sqlite_hot_queries_use_an_index(
-    tmp_path: Path, sql: str, params: tuple[object, ...], index: str
+    tmp_path: Path, sql: str, params: tuple[object, ...] | dict[str, object], index: str
 ) -> None:
     path = tmp_path / "droneflow.db"
     async with SQLiteTaskStore(path):

@@ -41,6 +41,7 @@ from shared.store.sqlite.schema import (
     SELECT_TASK_SQL,
     TASK_FIELDS,
     UNNOTIFIED_SQL,
+    numbered,
 )
 
 # --- rows to records ------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def reset_dispatch(connection: sqlite3.Connection, now: str) -> int:
 def claim(
     connection: sqlite3.Connection, now: str, task_id: str, drone_id: str
 ) -> TaskRecord | None:
-    return _one_task(connection.execute(CLAIM_SQL, (now, task_id, drone_id)))
+    return _one_task(connection.execute(CLAIM_SQL, numbered(now, task_id, drone_id)))
 
 
 def release(
@@ -184,18 +185,20 @@ def release(
     attempt: int | None,
 ) -> TaskRecord | None:
     head, tail = max_attempts_message(reason)
-    return _one_task(connection.execute(RELEASE_SQL, (now, head, tail, task_id, drone_id, attempt)))
+    return _one_task(
+        connection.execute(RELEASE_SQL, numbered(now, head, tail, task_id, drone_id, attempt))
+    )
 
 
 def expire(connection: sqlite3.Connection, now: str, cutoff: str, limit: int) -> list[TaskRecord]:
-    rows = connection.execute(EXPIRE_SQL, (now, EXPIRED_MESSAGE, cutoff, limit)).fetchall()
+    rows = connection.execute(EXPIRE_SQL, numbered(now, EXPIRED_MESSAGE, cutoff, limit)).fetchall()
     return sorted(map(_to_task, rows), key=lambda task: (task.created_at, task.task_id))
 
 
 def apply_processing(
     connection: sqlite3.Connection, now: str, task_id: str, drone_id: str
 ) -> StatusOutcome:
-    task = _one_task(connection.execute(APPLY_PROCESSING_SQL, (now, task_id, drone_id)))
+    task = _one_task(connection.execute(APPLY_PROCESSING_SQL, numbered(now, task_id, drone_id)))
     if task is not None:
         return StatusOutcome(task)
     task = get_task(connection, now, task_id)
@@ -213,7 +216,7 @@ def save_result(connection: sqlite3.Connection, now: str, result: ResultRecord) 
     # between; should ending it fail anyway, the result it would have orphaned goes again.
     inserted = connection.execute(
         INSERT_RESULT_IF_LIVE_SQL,
-        (
+        numbered(
             result.result_id,
             result.task_id,
             result.drone_id,
@@ -229,7 +232,8 @@ def save_result(connection: sqlite3.Connection, now: str, result: ResultRecord) 
     try:
         task = _one_task(
             connection.execute(
-                END_WITH_RESULT_SQL, (now, status, error_code, error_message, result.task_id)
+                END_WITH_RESULT_SQL,
+                numbered(now, status, error_code, error_message, result.task_id),
             )
         )
         if task is None:
@@ -251,7 +255,7 @@ def _refuse_result(connection: sqlite3.Connection, now: str, task_id: str) -> No
 
 def cancel(connection: sqlite3.Connection, now: str, task_id: str) -> CancelOutcome:
     # `delivery` is left as it was, so the returned row still says whether a drone held it.
-    task = _one_task(connection.execute(CANCEL_SQL, (now, CANCELLED_MESSAGE, task_id)))
+    task = _one_task(connection.execute(CANCEL_SQL, numbered(now, CANCELLED_MESSAGE, task_id)))
     if task is not None:
         return CancelOutcome(task, was_delivered=task.delivery == "delivered")
     task = get_task(connection, now, task_id)

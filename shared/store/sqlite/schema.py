@@ -29,6 +29,13 @@ def _status_in(statuses: tuple[TaskStatus, ...]) -> str:
     return f"status IN ({quoted})"
 
 
+def numbered(*values: object) -> dict[str, object]:
+    """Parameters for a statement with numbered placeholders (`?1`), as a mapping: CPython
+    3.12.0-3.12.3 took `?1` for a named placeholder and warned when handed a sequence for it
+    (gh-117995). With a mapping, sqlite3 looks a `?1` up under "1" on every version."""
+    return {str(number): value for number, value in enumerate(values, 1)}
+
+
 _LIVE: Final = _status_in(ACTIVE_STATUSES)
 """Non-terminal. Spelled identically in queries and partial indexes: SQLite only uses a partial
 index when the query repeats its WHERE terms."""
@@ -217,7 +224,7 @@ END_WITH_RESULT_SQL: Final = (
 )
 # ?2 is the result's task_id: the result goes in only while a result may end its task.
 INSERT_RESULT_IF_LIVE_SQL: Final = (
-    f"INSERT INTO processingResults ({_RESULT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+    f"INSERT INTO processingResults ({_RESULT_COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"
     f" WHERE EXISTS (SELECT 1 FROM processingTasks WHERE task_id = ?2 AND {_MAY_END_WITH_RESULT})"
 )
 DELETE_RESULT_SQL: Final = "DELETE FROM processingResults WHERE task_id = ?"
