@@ -29,6 +29,7 @@ class WsClient:
         self._arrived = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
+        self.pings_sent = 0
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -59,6 +60,8 @@ class WsClient:
     async def send(self, message: dict[str, Any] | str | bytes) -> None:
         assert self.connection is not None
         data = message if isinstance(message, str | bytes) else json.dumps(message)
+        if isinstance(message, dict) and message.get("type") == "ping":
+            self.pings_sent += 1
         await self.connection.send(data)
 
     async def wait_for(
@@ -98,10 +101,11 @@ class WsClient:
             await self._reader
 
     async def roundtrip_ping(self) -> None:
-        """A ping answered proves every frame sent before it was handled."""
-        before = len(self.of_type("pong"))
+        """A ping answered proves every frame sent before it was handled. Pongs are counted
+        against every ping sent, so a ping the caller sent itself is not taken for this one's."""
         await self.send({"type": "ping"})
-        await self.wait_for(lambda _: len(self.of_type("pong")) > before)
+        pings = self.pings_sent
+        await self.wait_for(lambda _: len(self.of_type("pong")) >= pings)
 
 
 def result_message(task_id: str, drone_id: str, **overrides: Any) -> dict[str, Any]:
