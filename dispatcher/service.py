@@ -145,12 +145,25 @@ class Dispatcher:
             routed += len(waiting)
         return routed
 
+    async def _recover_until_done(self, stop: asyncio.Event) -> bool:
+        """Recover, trying again every sweep interval while the store is unavailable: a store
+        that blips as `serve` starts must not end the dispatcher. False when stopped first."""
+        while not stop.is_set():
+            try:
+                recovered = await self.recover()
+                if recovered:
+                    log.info("re-routed %d waiting tasks after a restart", recovered)
+                await self.sweep(grace_s=0)
+                return True
+            except TRANSIENT_ERRORS as exc:
+                log.warning("recovery after a restart deferred: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
+        return False
+
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.broker.durable:
-            recovered = await self.recover()
-            if recovered:
-                log.info("re-routed %d waiting tasks after a restart", recovered)
-            await self.sweep(grace_s=0)
+        if not self.broker.durable and not await self._recover_until_done(stop):
+            return
         subscription = await self.broker.consume(
             self.queues.intake, self.on_intake, prefetch=self.settings.consumer_prefetch
         )
