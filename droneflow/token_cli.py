@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final
 import jwt
 import typer
 
+from droneflow.startup import EXIT_CONFIGURATION, load_settings
 from shared.clock import format_timestamp
 from shared.errors import ConfigurationError, StoreError
 from shared.keys import load_keys
@@ -99,7 +100,9 @@ def list_() -> None:
 
 
 def _run(work: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
-    settings = Settings()
+    settings = load_settings({})
+    if settings is None:
+        raise typer.Exit(EXIT_CONFIGURATION)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -103,6 +103,13 @@ def test_a_bad_setting_names_its_environment_variable(env: dict[str, str]) -> No
     assert run.stderr == line + "\n"
 
 
+def test_the_token_command_names_a_bad_setting_the_same_way(env: dict[str, str]) -> None:
+    run = droneflow({**env, "DRONEFLOW_PORT": "abc"}, "token", "list")
+
+    line = assert_fails_in_one_line(run, EXIT_CONFIGURATION)
+    assert line.startswith("droneflow: error: DRONEFLOW_PORT=abc is not a valid integer")
+
+
 def test_a_bad_command_line_value_names_the_option(env: dict[str, str]) -> None:
     run = droneflow(env, "serve", "--port", "70000")
 
