@@ -6,12 +6,17 @@
 - Its receive queue (an asyncio.Queue: three deques and an Event) and its `writable` Event
   (a deque) cost ~3 kB per socket before any frame arrives; an idle drone socket holds them
   for hours. The ones here allocate nothing until a frame waits or a reader blocks.
+
+And its transport is wrapped in a CoalescingTransport: the frames of one loop iteration leave in
+one send (gateway/coalescing.py).
 """
 
 import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from gateway.coalescing import CoalescingTransport
 
 
 class _ReceiveQueue:
@@ -81,6 +86,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         writable = _Flag()
         writable.set()
         self.writable = writable  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport = CoalescingTransport(self.transport)  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
