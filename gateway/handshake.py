@@ -91,6 +91,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_made(transport)
         self.transport = CoalescingTransport(self.transport)  # type: ignore[assignment]
 
+    def start_keepalive(self) -> None:
+        # uvicorn calls this once the accept response is written: the handshake's request and
+        # response (their headers, ~3 kB) are not read again, and an idle socket lives long.
+        self.request = self.response = None  # type: ignore[assignment]
+        super().start_keepalive()
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.conn.handshake_exc is not None and not self.handshake_initiated:
