@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import Protocol, State
 
 from gateway.coalescing import CoalescingTransport
 
@@ -95,6 +96,15 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # uvicorn calls this once the accept response is written: the handshake's request and
         # response (their headers, ~3 kB) are not read again, and an idle socket lives long.
         self.request = self.response = None  # type: ignore[assignment]
+        conn = self.conn
+        reader = conn.reader
+        if conn.state is State.OPEN and not reader.buffer and not reader.eof:
+            # websockets' server parser keeps the parsed Request as a local of its generator
+            # for the connection's life, then runs the frame parser. While no byte of a frame
+            # has arrived that parser waits at its start, as a fresh one does; swapped as
+            # websockets itself swaps in discard() at a close.
+            conn.parser = Protocol.parse(conn)
+            next(conn.parser)
         super().start_keepalive()
 
     def data_received(self, data: bytes) -> None:
