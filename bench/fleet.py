@@ -121,7 +121,7 @@ class Application:
         prefix, suffix = orjson.dumps({"type": "processing_task", "data": data}).split(b'"@"')
         return prefix + b'"', b'"' + suffix
 
-    async def run_phase(self, phase: str, tasks: int) -> None:
+    async def run_phase(self, phase: str, tasks: int, rate_per_s: float | None = None) -> None:
         self.pending.clear()  # anything left from a timed-out phase was counted lost there
         self.result = PhaseResult()
         self.slots = asyncio.Semaphore(self.spec.inflight)
@@ -129,12 +129,19 @@ class Application:
         self.all_sent = False
         result, pending, frames, ws = self.result, self.pending, self.frames, self.ws
         fixed, rand, drones = self.spec.priority, self.rng.random, len(frames)
-        result.first_send = now()
+        result.first_send = next_send = now()
+        # Paced from a schedule, not from the last send: a late send does not push back the
+        # ones after it, so the offered rate is the cap whatever the event loop's jitter.
+        interval_s = 1 / rate_per_s if rate_per_s else 0.0
         with contextlib.suppress(ConnectionClosed):  # the reader records why
             for i in range(tasks):
                 await self.slots.acquire()
                 if self.broken:
                     break
+                if interval_s:
+                    if (wait_s := next_send - now()) > 0:
+                        await asyncio.sleep(wait_s)
+                    next_send += interval_s
                 priority = fixed or int(rand() * 5) + 1
                 prefix, suffix = frames[(self.offset + i) % drones][priority - 1]
                 bench_id = f"{phase}{i}"
@@ -256,9 +263,14 @@ class Fleet:
             for ws, a, offset in zip(app_ws, spec.app_ids, offsets, strict=True)
         ]
 
-    async def run_phase(self, phase: str, quotas: dict[str, int], stall_s: float) -> PhaseResult:
+    async def run_phase(
+        self, phase: str, quotas: dict[str, int], stall_s: float, app_rate_per_s: float | None
+    ) -> PhaseResult:
         before = [(d.tasks, d.redelivered, d.cancelled) for d in self.drones]
-        runs = [asyncio.create_task(a.run_phase(phase, quotas[a.app_id])) for a in self.apps]
+        runs = [
+            asyncio.create_task(a.run_phase(phase, quotas[a.app_id], app_rate_per_s))
+            for a in self.apps
+        ]
         await self._watch(runs, stall_s)
         total = PhaseResult()
         for app in self.apps:

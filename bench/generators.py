@@ -20,15 +20,21 @@ class InProcessGenerator:
     async def open(self) -> None:
         await self.fleet.open()
 
-    async def run_phase(self, phase: str, quotas: dict[str, int], stall_s: float) -> PhaseResult:
-        return await self.fleet.run_phase(phase, quotas, stall_s)
+    async def run_phase(
+        self,
+        phase: str,
+        quotas: dict[str, int],
+        stall_s: float,
+        app_rate_per_s: float | None = None,
+    ) -> PhaseResult:
+        return await self.fleet.run_phase(phase, quotas, stall_s, app_rate_per_s)
 
     async def close(self) -> None:
         await self.fleet.close()
 
 
 class ChildProcessGenerator:
-    """One Fleet per child process, driven over a pipe: (phase, quotas, stall_s) → result."""
+    """One Fleet per child process, driven over a pipe: (phase, quotas, stall_s, rate) → result."""
 
     def __init__(self, specs: list[FleetSpec]) -> None:
         context = multiprocessing.get_context("spawn")
@@ -57,9 +63,15 @@ class ChildProcessGenerator:
     async def open(self) -> None:
         await self._answers()  # each child says "ready" (None) once connected
 
-    async def run_phase(self, phase: str, quotas: dict[str, int], stall_s: float) -> PhaseResult:
+    async def run_phase(
+        self,
+        phase: str,
+        quotas: dict[str, int],
+        stall_s: float,
+        app_rate_per_s: float | None = None,
+    ) -> PhaseResult:
         total = PhaseResult()
-        for result in await self._ask_all((phase, quotas, stall_s)):
+        for result in await self._ask_all((phase, quotas, stall_s, app_rate_per_s)):
             total.merge(result)
         return total
 

@@ -16,10 +16,12 @@ import argparse
 import contextlib
 import secrets
 import shutil
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fleet import PRIORITIES, FleetSpec
 from generators import ChildProcessGenerator, InProcessGenerator, run_loop
@@ -104,7 +106,9 @@ def signing_key(args: argparse.Namespace) -> Iterator[None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-async def measure(args: argparse.Namespace, target: Target) -> list[Run]:
+async def measure(args: argparse.Namespace, target: Target) -> tuple[list[Run], list[Run]]:
+    """The closed-loop runs, then (--half-peak) as many runs paced at half their median
+    tasks/s: the latency of a server that is busy but keeps up."""
     specs = fleet_specs(args, target)
     all_apps = [a for spec in specs for a in spec.app_ids]
     generator: InProcessGenerator | ChildProcessGenerator = (
@@ -112,6 +116,7 @@ async def measure(args: argparse.Namespace, target: Target) -> list[Run]:
     )
     await generator.open()
     runs: list[Run] = []
+    paced: list[Run] = []
     try:
         if args.warmup:
             started = now()
@@ -130,9 +135,19 @@ async def measure(args: argparse.Namespace, target: Target) -> list[Run]:
             if result.connections_lost:
                 print(f"aborted: {result.connections_lost} connections lost")
                 break
+        if args.half_peak and runs and not runs[-1].result.connections_lost:
+            rate_per_s = statistics.median(r.tasks_per_s for r in runs) / 2
+            print(f"paced at half the peak: {rate_per_s:,.0f} tasks/s offered")
+            for k in range(args.repeat):
+                before = CpuSample.take(target.pids, generator.pids)
+                result = await generator.run_phase(
+                    f"h{k}.", split(args.tasks, all_apps), args.stall_s, rate_per_s / len(all_apps)
+                )
+                paced.append(Run.of(result, before, CpuSample.take(target.pids, generator.pids)))
+                print(f"half-peak run {k + 1}/{args.repeat}: {paced[-1].line()}")
     finally:
         await generator.close()
-    return runs
+    return runs, paced
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -168,6 +183,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--keep-data", action="store_true", help="keep the started server's data and log")
     add("--json", type=Path, help="also write the figures to this file")
     add("--auth", action="store_true", help="tokens on: every app and drone connects with one")
+    add(
+        "--half-peak",
+        action="store_true",
+        help="after the closed-loop runs, --repeat runs paced at half their median tasks/s",
+    )
+    add(
+        "--vs-celery",
+        action="store_true",
+        help="then the Celery peer on RabbitMQ at the same in-flight count (apps x inflight),"
+        " without and with publisher confirms; prints the ratios (needs the bench extra)",
+    )
+    add("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="for --vs-celery")
     args = parser.parse_args(argv)
     if args.processes > min(args.apps, args.drones):
         parser.error("--processes may not exceed --apps or --drones")
@@ -193,13 +220,47 @@ def main(argv: list[str] | None = None) -> int:
             f" {args.repeat} after {args.warmup} warm-up | priority {args.priority or '1-5'}"
             f" | {args.processes} generator process(es) | tokens {'on' if args.auth else 'off'}"
         )
-        runs = run_loop(lambda: measure(args, target))
+        runs, paced = run_loop(lambda: measure(args, target))
         complete = summarize(runs)
+        if paced:
+            print("half-peak runs:")
+            complete = summarize(paced) and complete
         server = report_server(target)
         healthy = stop_and_report(target)
-        if args.json:
-            write_json(args, runs, server)
+    peers = vs_celery(args, runs) if args.vs_celery and runs else []
+    if args.json:
+        write_json(args, runs, server, paced=paced, celery=peers)
     return 0 if complete and healthy else 1
+
+
+def vs_celery(args: argparse.Namespace, runs: list[Run]) -> list[dict[str, Any]]:
+    """The Celery peer (bench/celery_peer.py) at droneflow's in-flight count, on a fresh vhost
+    of the local RabbitMQ, confirms off (the issue's table) then on, after droneflow's runs."""
+    from celery_peer import line, run_celery_peer
+    from distributed import fresh_vhost, rabbitmq_pid
+
+    inflight = args.apps * args.inflight
+    ours = statistics.median(r.tasks_per_s for r in runs)
+    peers = []
+    for confirms in (False, True):
+        with fresh_vhost(args.amqp_url) as url:
+            rabbit = rabbitmq_pid()
+            peer = run_celery_peer(
+                url,
+                inflight,
+                args.tasks,
+                confirms,
+                repeat=args.repeat,
+                warmup=args.warmup,
+                measure_pids={"rabbitmq": rabbit} if rabbit else None,
+            )
+        print(line(peer))
+        print(
+            f"droneflow / celery (confirms {'on' if confirms else 'off'}, {inflight} in flight):"
+            f" {ours:,.0f} / {peer['tasks_per_s']:,.0f} tasks/s = {ours / peer['tasks_per_s']:.2f}x"
+        )
+        peers.append(peer)
+    return peers
 
 
 if __name__ == "__main__":

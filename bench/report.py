@@ -138,18 +138,30 @@ def report_server(target: Target) -> dict[str, Any]:
     return figures
 
 
-def write_json(args: argparse.Namespace, runs: list[Run], server: dict[str, Any]) -> None:
+def write_json(
+    args: argparse.Namespace,
+    runs: list[Run],
+    server: dict[str, Any],
+    *,
+    paced: list[Run] | None = None,
+    celery: list[dict[str, Any]] | None = None,
+) -> None:
+    def run_figures(run: Run) -> dict[str, Any]:
+        return {k: v for k, v in vars(run).items() if k != "result"} | {
+            "lost": run.result.lost,
+            "unsent": run.result.unsent,
+            "errors": run.result.errors,
+        }
+
     figures = {
         "args": {
             k: str(v) if isinstance(v, Path) else v
             for k, v in vars(args).items()
             if k not in ("token_keys", "server_env")  # --auth: key objects, paths
         },
-        "runs": [
-            {k: v for k, v in vars(r).items() if k != "result"}
-            | {"lost": r.result.lost, "unsent": r.result.unsent, "errors": r.result.errors}
-            for r in runs
-        ],
+        "runs": [run_figures(r) for r in runs],
+        "half_peak_runs": [run_figures(r) for r in paced or []],
         "server": server,
+        "celery": celery or [],
     }
     args.json.write_text(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())

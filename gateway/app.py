@@ -23,8 +23,9 @@ from gateway.limits import BodySizeLimit
 from gateway.origins import OriginCheck, parse_origins
 from gateway.readiness import GatewayHealth, unavailable_response
 from gateway.rejections import RejectionCount
-from gateway.routes import fleet, rest, ws
+from gateway.routes import fleet, rest
 from gateway.routes.responses import ADMIN_ONLY, Health, answers
+from gateway.routes.ws import SocketRoutes
 from gateway.socket_limits import install_limits
 from shared.broker import Broker, Subscription
 from shared.errors import TRANSIENT_ERRORS, DroneflowError
@@ -108,9 +109,10 @@ def create_app(
     app.include_router(rest.router)
     app.include_router(fleet.router)
     app.include_router(dashboard_router)
-    app.include_router(ws.router)
     app.include_router(asyncapi.router)
     app.include_router(readiness.router)
+    # Innermost: the sockets pass every check of the middleware added after it.
+    app.add_middleware(SocketRoutes)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     install_limits(app, settings)
     allowed_origins = parse_origins(settings.allowed_origins)

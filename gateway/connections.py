@@ -52,6 +52,26 @@ class ClientSocket(Protocol):
 
 
 class DroneSession:
+    # Slots, and no Event or set until needed: one session per connected drone, held for
+    # hours (bench/connections.py measures 18,000 of them).
+    __slots__ = (
+        "_adoptable",
+        "_broker",
+        "_claiming",
+        "_claims_done",
+        "_flow",
+        "_queues",
+        "_resume_retry",
+        "_store",
+        "_subscription",
+        "capacity",
+        "closed",
+        "drone_id",
+        "held",
+        "unsure_claims",
+        "websocket",
+    )
+
     def __init__(
         self,
         drone_id: str,
@@ -73,8 +93,7 @@ class DroneSession:
         self._resume_retry: asyncio.Task[None] | None = None
         self._claiming = 0  # deliveries being claimed; each holds a slot like a held task
         self.unsure_claims: dict[str, str] = {}  # task id → when its claim failed
-        self._claims_done = asyncio.Event()
-        self._claims_done.set()
+        self._claims_done: asyncio.Future[None] | None = None  # while _claiming > 0
         self._adoptable: set[str] = set()  # passed on by an older session; waiting for a slot
         self.closed = False
 
@@ -159,7 +178,9 @@ class DroneSession:
             await self._pause()
         # A claim in flight lands in `held` before it ends, so it is passed on below, and a
         # newer session on this gateway (started after this returns) finds it in the store.
-        await self._claims_done.wait()
+        if self._claims_done is not None:
+            # Shielded: this close being cancelled must not cancel what the claims resolve.
+            await asyncio.shield(self._claims_done)
         held = [*self.held, *self._adoptable]
         self.held, self._adoptable = {}, set()
         for task_id in held:
@@ -186,7 +207,8 @@ class DroneSession:
             await delivery.reject(requeue=True)
             return
         self._claiming += 1
-        self._claims_done.clear()
+        if self._claims_done is None:
+            self._claims_done = asyncio.get_running_loop().create_future()
         # The last free slot is taken: stop deliveries while claiming, not after, so that the
         # claim does not wait for the broker's reply.
         pausing = asyncio.create_task(self._pause_flow()) if self._free_slots() == 0 else None
@@ -203,8 +225,9 @@ class DroneSession:
             raise
         finally:
             self._claiming -= 1
-            if self._claiming == 0:
-                self._claims_done.set()
+            if self._claiming == 0 and self._claims_done is not None:
+                self._claims_done.set_result(None)
+                self._claims_done = None
             if pausing is not None:
                 await pausing
             if task is None:

@@ -64,14 +64,9 @@ def get_state(request: Request) -> GatewayState:
     return _state(request)
 
 
-def get_ws_state(websocket: WebSocket) -> GatewayState:
-    return _state(websocket)
-
-
 StoreDep = Annotated[TaskStore, Depends(get_store)]
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
 StateDep = Annotated[GatewayState, Depends(get_state)]
-WsStateDep = Annotated[GatewayState, Depends(get_ws_state)]
 
 
 _bearer = HTTPBearer(

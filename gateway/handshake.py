@@ -6,12 +6,18 @@
 - Its receive queue (an asyncio.Queue: three deques and an Event) and its `writable` Event
   (a deque) cost ~3 kB per socket before any frame arrives; an idle drone socket holds them
   for hours. The ones here allocate nothing until a frame waits or a reader blocks.
+
+And its transport is wrapped in a CoalescingTransport: the frames of one loop iteration leave in
+one send (gateway/coalescing.py).
 """
 
 import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import Protocol, State
+
+from gateway.coalescing import CoalescingTransport
 
 
 class _ReceiveQueue:
@@ -81,6 +87,25 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         writable = _Flag()
         writable.set()
         self.writable = writable  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport = CoalescingTransport(self.transport)  # type: ignore[assignment]
+
+    def start_keepalive(self) -> None:
+        # uvicorn calls this once the accept response is written: the handshake's request and
+        # response (their headers, ~3 kB) are not read again, and an idle socket lives long.
+        self.request = self.response = None  # type: ignore[assignment]
+        conn = self.conn
+        reader = conn.reader
+        if conn.state is State.OPEN and not reader.buffer and not reader.eof:
+            # websockets' server parser keeps the parsed Request as a local of its generator
+            # for the connection's life, then runs the frame parser. While no byte of a frame
+            # has arrived that parser waits at its start, as a fresh one does; swapped as
+            # websockets itself swaps in discard() at a close.
+            conn.parser = Protocol.parse(conn)
+            next(conn.parser)
+        super().start_keepalive()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

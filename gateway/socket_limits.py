@@ -58,6 +58,8 @@ class _FrameLimited:
     over it is answered with an `error` frame (`rate_limited`, `retry_after` in seconds) in
     its place, so no frame goes unanswered; a socket that keeps on is closed with 1008."""
 
+    __slots__ = ("closed", "rate", "receive", "send")
+
     def __init__(self, receive: Receive, send: Send, frames_per_s: float) -> None:
         self.receive = receive
         self.send = send

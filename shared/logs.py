@@ -96,6 +96,9 @@ def _access_fields(record: logging.LogRecord) -> dict[str, object]:
     return {"client": client, "method": method, "path": path, "status": status}
 
 
+UVICORN_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def configure_logging(
     log_format: LogFormat,
     level: str,
@@ -114,6 +117,14 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # uvicorn's own dictConfig (made by any uvicorn.Config given a log_config, as earlier in the
+    # same process) leaves its loggers with handlers of their own and propagation off.
+    for name in UVICORN_LOGGERS:
+        uvicorn_logger = logging.getLogger(name)
+        for old in list(uvicorn_logger.handlers):
+            uvicorn_logger.removeHandler(old)
+        uvicorn_logger.propagate = True
+        uvicorn_logger.setLevel(logging.NOTSET)
 
 
 def url_without_password(url: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreUnavailable, TaskAlreadyFinished
 from shared.store.sqlite import SQLiteTaskStore
 from shared.store.sqlite.schema import (
     EXPIRE_SQL,
@@ -22,7 +22,7 @@ from shared.store.sqlite.schema import (
     UNNOTIFIED_SQL,
     numbered,
 )
-from tests.builders import DRONE, create, result_for
+from tests.builders import DRONE, create, new_task, result_for
 
 
 async def test_sqlite_store_keeps_its_data_when_reopened(tmp_path: Path) -> None:
@@ -116,6 +116,29 @@ async def test_sqlite_store_refuses_calls_once_closed(tmp_path: Path) -> None:
 
     with pytest.raises(StoreUnavailable):
         await store.get_task("task_1")
+
+
+async def test_sqlite_calls_of_one_loop_iteration_run_in_the_order_made(tmp_path: Path) -> None:
+    # The calls of one event-loop iteration reach the worker thread as one hand-off.
+    async with SQLiteTaskStore(tmp_path / "droneflow.db") as store:
+        # Given a task created, claimed, ended and read, without awaiting in between
+        new = new_task()
+        created, claimed, saved, ended_twice, read = await asyncio.gather(
+            store.create_task(new),
+            store.claim(new.task_id, new.drone_id),
+            store.save_result(result_for(new.task_id, drone_id=new.drone_id)),
+            store.save_result(result_for(new.task_id, drone_id=new.drone_id)),
+            store.get_task(new.task_id),
+            return_exceptions=True,
+        )
+        # Then each ran after the one before it, and each got its own answer
+        assert not isinstance(created, BaseException) and created.created
+        assert claimed is not None and not isinstance(claimed, BaseException)
+        assert claimed.delivery == "delivered"
+        assert not isinstance(saved, BaseException) and saved.task.status == "completed"
+        assert isinstance(ended_twice, TaskAlreadyFinished)
+        assert read is not None and not isinstance(read, BaseException)
+        assert read.status == "completed"
 
 
 @pytest.mark.parametrize(

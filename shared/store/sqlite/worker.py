@@ -34,7 +34,7 @@ _Outcome = tuple[asyncio.Future[Any], bool, Any]
 
 def run_jobs(
     path: Path,
-    jobs: queue.SimpleQueue[Job | None],
+    jobs: queue.SimpleQueue[list[Job] | None],
     loop: asyncio.AbstractEventLoop,
     ready: asyncio.Future[None],
     closed: asyncio.Future[None],
@@ -53,16 +53,18 @@ def run_jobs(
             first = jobs.get()
             if first is None:
                 break
-            batch = [first]
+            # Jobs come in hand-offs, one per event-loop iteration that made calls; a batch
+            # takes whole hand-offs, so it may pass MAX_BATCH by the last one's length.
+            batch = first
             while len(batch) < MAX_BATCH:
                 try:
-                    job = jobs.get_nowait()
+                    more = jobs.get_nowait()
                 except queue.Empty:
                     break
-                if job is None:
+                if more is None:
                     stopping = True
                     break
-                batch.append(job)
+                batch += more
             outcomes = _run_batch(connection, batch)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, outcomes)
