@@ -41,6 +41,7 @@ class Dispatcher:
         self.broker = broker
         self.store = store
         self.queues = settings.queues
+        self.recovered = broker.durable
 
     @property
     def _tracks_routing(self) -> bool:
@@ -145,15 +146,18 @@ class Dispatcher:
             routed += len(waiting)
         return routed
 
-    async def _recover_until_done(self, stop: asyncio.Event) -> bool:
+    async def recover_until_done(self, stop: asyncio.Event) -> bool:
         """Recover, trying again every sweep interval while the store is unavailable: a store
-        that blips as `serve` starts must not end the dispatcher. False when stopped first."""
+        that blips as `serve` starts must not end the dispatcher. False when stopped first.
+        `serve` awaits it before it listens: a drone served while its waiting tasks were still
+        being re-routed would get them in the order they were routed, not by priority."""
         while not stop.is_set():
             try:
-                recovered = await self.recover()
-                if recovered:
-                    log.info("re-routed %d waiting tasks after a restart", recovered)
+                routed = await self.recover()
+                if routed:
+                    log.info("re-routed %d waiting tasks after a restart", routed)
                 await self.sweep(grace_s=0)
+                self.recovered = True
                 return True
             except TRANSIENT_ERRORS as exc:
                 log.warning("recovery after a restart deferred: %s", exc)
@@ -162,7 +166,7 @@ class Dispatcher:
         return False
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.broker.durable and not await self._recover_until_done(stop):
+        if not self.recovered and not await self.recover_until_done(stop):
             return
         subscription = await self.broker.consume(
             self.queues.intake, self.on_intake, prefetch=self.settings.consumer_prefetch

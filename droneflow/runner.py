@@ -154,8 +154,11 @@ async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
         _serve_metrics(settings)
         async with build_broker(settings) as broker, build_store(settings) as store:
             services_stop = asyncio.Event()
+            dispatcher = _dispatcher(settings, broker, store)
+            if not await dispatcher.recover_until_done(stop):
+                return
             services = [
-                asyncio.create_task(_dispatcher(settings, broker, store).run(services_stop)),
+                asyncio.create_task(dispatcher.run(services_stop)),
                 asyncio.create_task(_result_writer(settings, broker, store).run(services_stop)),
             ]
             try:
