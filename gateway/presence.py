@@ -23,7 +23,6 @@ from shared.store import Presence, TaskStore
 log = logging.getLogger(__name__)
 
 PRESENCE_TTL_FACTOR: Final = 3
-PRESENCE_WRITE_SLICE: Final = 500
 
 
 def gateway_name(settings: Settings) -> str:
@@ -91,11 +90,7 @@ class PresenceBoard:
         entries = self.entries()
         current = {entry.session_id for entry in entries}
         await self._store.remove_presence(sorted(self._published - current))
-        ttl_s = self.interval_s * PRESENCE_TTL_FACTOR
-        # In slices, so that with tens of thousands connected the store's writer is never held
-        # for long: claims and results queue behind each write (SQLite has one writer).
-        for start in range(0, max(len(entries), 1), PRESENCE_WRITE_SLICE):
-            await self._store.put_presence(entries[start : start + PRESENCE_WRITE_SLICE], ttl_s)
+        await self._store.put_presence(entries, self.interval_s * PRESENCE_TTL_FACTOR)
         self._published = current
 
     async def run(self) -> None:

@@ -2,13 +2,11 @@
 what load, and what waits for each drone."""
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from gateway.presence import PRESENCE_WRITE_SLICE
 from tests.e2e.clients import WsClient, task_body
 from tests.e2e.conftest import Server
 
@@ -108,19 +106,3 @@ async def test_queues_answers_a_depth_for_each_shared_queue(http: httpx.AsyncCli
     assert response.status_code == 200
     assert set(response.json()) == {"intake", "drone_events", "dead_letters"}
     assert all(isinstance(depth, int) for depth in response.json().values())
-
-
-async def test_drones_lists_a_fleet_larger_than_one_presence_write(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    # Given more drones connected than one presence write carries (PRESENCE_WRITE_SLICE)
-    ids = [f"Fleet{n:04d}" for n in range(PRESENCE_WRITE_SLICE * 2 + 1)]
-    async with contextlib.AsyncExitStack() as sockets:
-        clients = [await sockets.enter_async_context(WsClient(server.drone_ws(i))) for i in ids]
-        await asyncio.gather(*(c.wait_type("connection_established") for c in clients))
-
-        # When the fleet is listed, then every one of them is in it
-        body = await listed_until(
-            http, "/api/drones", lambda b: {d["drone_id"] for d in b["drones"]} >= set(ids)
-        )
-        assert len([d for d in body["drones"] if d["drone_id"].startswith("Fleet")]) == len(ids)

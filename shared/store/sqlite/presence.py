@@ -25,8 +25,6 @@ PRESENCE_SCHEMA: Final = (
         expires_at TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS ix_presence_kind ON presence (kind, client_id, connected_at)",
-    # Each put purges the expired: without it a scan of every connected drone's row per put.
-    "CREATE INDEX IF NOT EXISTS ix_presence_expires ON presence (expires_at)",
 )
 _UPSERT_SQL: Final = (
     "INSERT INTO presence (session_id, kind, client_id, gateway, capacity, held, connected_at,"
