@@ -17,6 +17,7 @@ from pathlib import Path
 from shared.clock import now_iso
 from shared.ids import new_object_id, new_task_id
 from shared.models import NewTask, ResultRecord
+from shared.store import TaskStore
 from shared.store.sqlite import SQLiteTaskStore
 
 OPS_PER_TASK = 5
@@ -50,27 +51,33 @@ def workload(tasks: int) -> list[tuple[NewTask, ResultRecord]]:
     return pairs
 
 
+async def drive(
+    store: TaskStore, pairs: list[tuple[NewTask, ResultRecord]], concurrency: int
+) -> None:
+    """Every task's life in the store, `concurrency` tasks at a time; all notified at the end."""
+    todo = iter(pairs)
+
+    async def in_flight() -> None:
+        for new, result in todo:  # the iterator is shared: each task is taken once
+            await store.create_task(new)
+            await store.mark_dispatched(new.task_id)
+            await store.claim(new.task_id, new.drone_id)
+            await store.save_result(result)
+            await store.mark_notified([new.task_id])
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(in_flight())
+    assert not await store.unnotified(1), "every task should have ended and been notified"
+
+
 async def run_once(
     path: Path, pairs: list[tuple[NewTask, ResultRecord]], concurrency: int
 ) -> float:
     async with SQLiteTaskStore(path) as store:
-        todo = iter(pairs)
-
-        async def in_flight() -> None:
-            for new, result in todo:  # the iterator is shared: each task is taken once
-                await store.create_task(new)
-                await store.mark_dispatched(new.task_id)
-                await store.claim(new.task_id, new.drone_id)
-                await store.save_result(result)
-                await store.mark_notified([new.task_id])
-
         started = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            for _ in range(concurrency):
-                group.create_task(in_flight())
-        elapsed = time.perf_counter() - started
-        assert not await store.unnotified(1), "every task should have ended and been notified"
-    return elapsed
+        await drive(store, pairs, concurrency)
+        return time.perf_counter() - started
 
 
 def main() -> None:
