@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Here, not at the top: bench/distributed.py imports this module.
-    from distributed import fresh_vhost, rabbitmq_pid
+    from rabbitmq_vhost import fresh_vhost, rabbitmq_pid
 
     with fresh_vhost(args.amqp_url) as url:
         rabbit = rabbitmq_pid()

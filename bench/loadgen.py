@@ -237,7 +237,7 @@ def vs_celery(args: argparse.Namespace, runs: list[Run]) -> list[dict[str, Any]]
     """The Celery peer (bench/celery_peer.py) at droneflow's in-flight count, on a fresh vhost
     of the local RabbitMQ, confirms off (the issue's table) then on, after droneflow's runs."""
     from celery_peer import line, run_celery_peer
-    from distributed import fresh_vhost, rabbitmq_pid
+    from rabbitmq_vhost import fresh_vhost, rabbitmq_pid
 
     inflight = args.apps * args.inflight
     ours = statistics.median(r.tasks_per_s for r in runs)
