@@ -81,9 +81,12 @@ async function api(path, options = {}) {
     const response = await fetch(path, { ...options, headers });
     // 401: no token or a bad one; 403: a valid token that is not an admin's.
     if (response.status !== 401 && response.status !== 403) return response;
+    // Read the refusal first: from the check below to askForToken nothing may await, or a token
+    // entered meanwhile would be met by a dialog opened again for a refusal already answered.
+    const problem = await refusalOf(response, token);
     if (sessionStorage.getItem(TOKEN_KEY) !== token) continue;  // replaced meanwhile: retry
     sessionStorage.removeItem(TOKEN_KEY);
-    if (!(await askForToken(await refusalOf(response, token)))) return response;
+    if (!(await askForToken(problem))) return response;
   }
 }
 
