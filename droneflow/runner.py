@@ -146,8 +146,10 @@ def _freeze_startup_heap() -> None:
     again. Nothing here leaks: frozen objects are only those alive now, which live as long
     as the process anyway.
 
-    Once per process: a process that starts several servers (the e2e tests) freezes what it
-    held at the first, and the cycles it leaves afterwards stay collectable."""
+    Every service does it once its adapters are up (a gateway's app is built after, and stays
+    young: a few thousand objects). Once per process: a process that starts several servers
+    (the e2e tests) freezes what it held at the first, and the cycles it leaves afterwards stay
+    collectable."""
     if gc.get_freeze_count():
         return
     gc.collect()
@@ -215,6 +217,7 @@ async def _supervised(
                     broker = await adapters.enter_async_context(build_broker(settings))
                     store = await adapters.enter_async_context(build_store(settings))
                 started, failed_attempts = True, 0
+                _freeze_startup_heap()
                 await serve(broker, store)
             return
         except TRANSIENT_ERRORS as exc:
