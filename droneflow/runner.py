@@ -139,12 +139,13 @@ def _freeze_startup_heap() -> None:
     every later garbage collection, and collect the young generation less often.
 
     A full collection walked all of it: 60 ms of CPU each on this box, with the event loop
-    and every task in flight stopped, a few times a minute under load; they were the ~50 ms
-    p99 at half of peak. With a young threshold of 700 a task's own objects (its futures,
-    frames and records, alive for its round trip) were collected several times before they
-    died and were promoted into the older generations, which then filled and were walked
-    again. Nothing here leaks: frozen objects are only those alive now, which live as long
-    as the process anyway.
+    and every task in flight stopped, three or four times per 16,500 tasks in embedded mode,
+    stops the size of the ~50 ms p99 at half of peak (bench/EMBEDDED.md). With a young
+    threshold of 700 a task's own objects (its futures, frames and records, alive for its
+    round trip) were collected several times before they died and were promoted into the
+    older generations, which then filled and were walked again. Frozen objects are those
+    alive now, nearly all of which live as long as the process; a cycle among them that dies
+    later is never collected.
 
     Every service does it once its adapters are up (a gateway's app is built after, and stays
     young: a few thousand objects). Once per process: a process that starts several servers
