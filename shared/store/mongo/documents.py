@@ -47,6 +47,12 @@ TASK_PROJECTION: Final = {
 }
 TASK_WITH_RESULT: Final = {"_id": False, "_claim": False, "expires_at": False, "deadline_at": False}
 TASK_WITH_CLAIM: Final = {"_id": False, "_result": False, "expires_at": False, "deadline_at": False}
+# The task and only the id of its embedded result: which result won is all a batch of
+# save_results reads there, and the result's data need not be sent back and decoded.
+TASK_WITH_RESULT_ID: Final = {
+    **TASK_WITH_RESULT,
+    **{f"_result.{field}": False for field in ResultRecord.model_fields if field != "result_id"},
+}
 
 # An index costs every write that changes its keys, so each one serves a query, and the sweeps'
 # are partial: they hold only the tasks the sweep looks for (a few in flight), not every task
