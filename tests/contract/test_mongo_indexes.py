@@ -2,6 +2,7 @@
 makes is an index scan, as mongod's profiler records it, and a database made by an earlier
 version gets the current indexes on start-up instead of refusing to start."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 
@@ -128,10 +129,13 @@ async def test_mongo_store_start_replaces_changed_and_retired_indexes(
     )
     await database[RESULTS].create_index([("drone_id", ASCENDING)], name="ix_drone_id")
 
-    # When the store starts on it, twice
-    for _ in range(2):
+    # When three services start on it at once (each drops what it found), and one more later
+    async def start() -> None:
         async with MongoTaskStore(mongodb_url, database=database.name):
             pass
+
+    await asyncio.gather(start(), start(), start())
+    await start()
 
     # Then each collection has exactly the indexes the store defines, as it defines them
     for collection, models in ((tasks, TASK_INDEXES), (database[RESULTS], RESULT_INDEXES)):

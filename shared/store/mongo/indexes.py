@@ -11,8 +11,11 @@ from typing import Any
 
 from pymongo import IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure
 
 from shared.store.mongo.documents import Document
+
+INDEX_NOT_FOUND = 27
 
 # The options of an index definition that this store sets; any other the server adds (v, ns)
 # is not compared.
@@ -44,5 +47,10 @@ async def ensure_indexes(
         if spec["name"] in existing and not same_definition(existing[spec["name"]], spec)
     ]
     for name in [*stale, *(name for name in retired if name in existing)]:
-        await collection.drop_index(name)
+        try:
+            await collection.drop_index(name)
+        except OperationFailure as exc:
+            # The services start together, and another one dropped it first.
+            if exc.code != INDEX_NOT_FOUND:
+                raise
     await collection.create_indexes(list(indexes))
