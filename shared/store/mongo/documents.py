@@ -59,7 +59,7 @@ TASK_WITH_RESULT_ID: Final = {
 # ever stored. A partial index is chosen only for queries that imply its filter, so the sweeps
 # repeat it (`$type: "string"` is what `$lt` on a string matches anyway). The spec's app_id,
 # drone_id and status indexes are the leading fields of compounds below, which serve the same
-# filters. tests/contract/test_store.py explains every sweep and listing: no COLLSCAN.
+# filters. tests/contract/test_mongo_indexes.py checks with the profiler: no COLLSCAN.
 TASK_INDEXES: Final = [
     IndexModel([("task_id", ASCENDING)], name="ux_task_id", unique=True),
     IndexModel([("created_at", ASCENDING)], name="ix_created_at"),
