@@ -64,6 +64,7 @@ def main() -> int:
     add("--concurrency", type=int, default=100)
     add("--rounds", type=int, default=3)
     add("--baseline", help="another droneflow checkout to pair against (its root folder)")
+    add("--mongo-options", default="", help="URL options for both builds, e.g. w=1")
     add("--mongod", default=os.environ.get("DRONEFLOW_TEST_MONGOD") or shutil.which("mongod"))
     add("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -82,6 +83,8 @@ def main() -> int:
         for round_ in range(args.rounds):
             for name, path in builds.items():
                 url = server.url.replace("/?", f"/micro{round_}{name}?")
+                if args.mongo_options:
+                    url += f"&{args.mongo_options}"
                 run = run_child(url, args, path, server.process.pid)
                 figures[name].append(run)
                 print(

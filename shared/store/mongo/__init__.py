@@ -7,6 +7,7 @@ wins. Where the new value depends on the old one (attempts, deadlines, max_attem
 is a pipeline, still one atomic write.
 
     documents.py     collection names, indexes, projections, documents ⇄ records
+    indexes.py       indexes made to match their definitions on start-up
     errors.py        pymongo and bson errors → the StoreError tree
     transitions.py   the atomic find_one_and_update and its pipeline updates
     results.py       save_result's two writes, in the order that keeps them safe

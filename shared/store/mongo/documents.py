@@ -27,6 +27,13 @@ MAY_START: Final = status_in(sources("processing"))
 MAY_END_WITH_RESULT: Final = status_in(sources("completed", "failed"))
 MAY_CANCEL: Final = status_in(sources("cancelled"))
 
+# The partial filters of the sweeps' indexes; each sweep's query includes its filter.
+UNDISPATCHED: Final = {"dispatched_at": None, "delivery": "queued"}
+ROUTED: Final = {"dispatched_at": {"$type": "string"}, "delivery": "queued"}
+DUE: Final = {"deadline_at": {"$type": "string"}}
+EXPIRABLE: Final = {"expires_at": {"$type": "string"}, "status": "pending", "delivery": "queued"}
+UNNOTIFIED: Final = {"notified_at": None, "finished_at": {"$type": "string"}}
+
 # What a task document holds beyond TaskRecord: expires_at (created_at + ttl_s) and
 # deadline_at (delivered_at + timeout_s) make the sweeps index scans; _result is step 1 of
 # save_result (results.py).
@@ -40,15 +47,23 @@ TASK_PROJECTION: Final = {
 }
 TASK_WITH_RESULT: Final = {"_id": False, "_claim": False, "expires_at": False, "deadline_at": False}
 TASK_WITH_CLAIM: Final = {"_id": False, "_result": False, "expires_at": False, "deadline_at": False}
+# The task and only the id of its embedded result: which result won is all a batch of
+# save_results reads there, and the result's data need not be sent back and decoded.
+TASK_WITH_RESULT_ID: Final = {
+    **TASK_WITH_RESULT,
+    **{f"_result.{field}": False for field in ResultRecord.model_fields if field != "result_id"},
+}
 
+# An index costs every write that changes its keys, so each one serves a query, and the sweeps'
+# are partial: they hold only the tasks the sweep looks for (a few in flight), not every task
+# ever stored. A partial index is chosen only for queries that imply its filter, so the sweeps
+# repeat it (`$type: "string"` is what `$lt` on a string matches anyway). The spec's app_id,
+# drone_id and status indexes are the leading fields of compounds below, which serve the same
+# filters. tests/contract/test_mongo_indexes.py checks with the profiler: no COLLSCAN.
 TASK_INDEXES: Final = [
-    # The spec's indexes.
     IndexModel([("task_id", ASCENDING)], name="ux_task_id", unique=True),
-    IndexModel([("app_id", ASCENDING)], name="ix_app_id"),
-    IndexModel([("drone_id", ASCENDING)], name="ix_drone_id"),
-    IndexModel([("status", ASCENDING)], name="ix_status"),
     IndexModel([("created_at", ASCENDING)], name="ix_created_at"),
-    # The composites the queries need, as in the SQLite store.
+    # pending_for_drone, held_by, count_queued; and the spec's drone_id.
     IndexModel(
         [
             ("drone_id", ASCENDING),
@@ -72,6 +87,7 @@ TASK_INDEXES: Final = [
         # Only documents that have a key: tasks without one must not collide on null.
         partialFilterExpression={"idempotency_key": {"$type": "string"}},
     ),
+    # list_tasks, by its optional filters; and the spec's app_id and status.
     IndexModel([("updated_at", ASCENDING), ("task_id", ASCENDING)], name="ix_updated"),
     IndexModel(
         [("app_id", ASCENDING), ("updated_at", ASCENDING), ("task_id", ASCENDING)],
@@ -81,25 +97,42 @@ TASK_INDEXES: Final = [
         [("status", ASCENDING), ("updated_at", ASCENDING), ("task_id", ASCENDING)],
         name="ix_status_updated",
     ),
-    # The sweeps. Partial filters cannot say "is null", so these are plain compound indexes
-    # whose leading equality on null skips the rows a sweep does not want.
-    IndexModel([("dispatched_at", ASCENDING), ("updated_at", ASCENDING)], name="ix_undispatched"),
-    IndexModel([("deadline_at", ASCENDING)], name="ix_overdue"),
-    IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)], name="ix_expire"),
+    # The sweeps.
     IndexModel(
-        [("notified_at", ASCENDING), ("finished_at", ASCENDING), ("task_id", ASCENDING)],
-        name="ix_unnotified",
+        [("updated_at", ASCENDING)],
+        name="ix_undispatched_at",
+        partialFilterExpression=UNDISPATCHED,
+    ),
+    IndexModel([("dispatched_at", ASCENDING)], name="ix_routed", partialFilterExpression=ROUTED),
+    IndexModel([("deadline_at", ASCENDING)], name="ix_deadline", partialFilterExpression=DUE),
+    IndexModel([("expires_at", ASCENDING)], name="ix_expires", partialFilterExpression=EXPIRABLE),
+    IndexModel(
+        [("finished_at", ASCENDING), ("task_id", ASCENDING)],
+        name="ix_finished_unnotified",
+        partialFilterExpression=UNNOTIFIED,
     ),
 ]
+# Indexes earlier versions made, dropped on start-up: merged into the compounds above, or
+# replaced by the partial ones (their names are new, so an old definition never conflicts).
+RETIRED_TASK_INDEXES: Final = (
+    "ix_app_id",
+    "ix_drone_id",
+    "ix_status",
+    "ix_undispatched",
+    "ix_overdue",
+    "ix_expire",
+    "ix_unnotified",
+)
 RESULT_INDEXES: Final = [
     IndexModel([("task_id", ASCENDING)], name="ux_task_id", unique=True),
-    IndexModel([("drone_id", ASCENDING)], name="ix_drone_id"),
     IndexModel([("timestamp", ASCENDING)], name="ix_timestamp"),
+    # results_for_drone; and the spec's drone_id.
     IndexModel(
         [("drone_id", ASCENDING), ("timestamp", ASCENDING), ("_id", ASCENDING)],
         name="ix_drone_timestamp",
     ),
 ]
+RETIRED_RESULT_INDEXES: Final = ("ix_drone_id",)
 
 
 def task_document(task: TaskRecord, new: NewTask, now: str) -> Document:

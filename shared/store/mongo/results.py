@@ -32,6 +32,7 @@ from shared.store import ResultOutcome
 from shared.store.mongo.documents import (
     MAY_END_WITH_RESULT,
     TASK_WITH_RESULT,
+    TASK_WITH_RESULT_ID,
     TASKS,
     Document,
     result_record,
@@ -93,7 +94,7 @@ async def write_results(
     ended = {
         document["task_id"]: document
         async for document in tasks.find(
-            {"task_id": {"$in": [result.task_id for result in batch]}}, TASK_WITH_RESULT
+            {"task_id": {"$in": [result.task_id for result in batch]}}, TASK_WITH_RESULT_ID
         )
     }
     outcomes: list[ResultOutcome | TaskError] = []
@@ -183,18 +184,11 @@ async def store_results(results: AsyncCollection[Document], documents: list[Docu
     """Step 2 of several save_results, in one round trip; idempotent like store_result."""
     if not documents:
         return
-    upserts = [
-        UpdateOne(
-            {"task_id": document["task_id"]},
-            {"$setOnInsert": {key: value for key, value in document.items() if key != "task_id"}},
-            upsert=True,
-        )
-        for document in documents
-    ]
     try:
-        await results.bulk_write(upserts, ordered=False)
+        await results.insert_many(documents, ordered=False)
     except BulkWriteError as exc:
-        # Only duplicate keys are expected: a concurrent upsert of the same result won.
+        # Only duplicate keys are expected: the result is stored already (a concurrent or
+        # earlier step 2 of the same result).
         if any(error.get("code") != DUPLICATE_KEY for error in exc.details["writeErrors"]):
             raise
         if exc.details.get("writeConcernErrors"):
@@ -202,13 +196,12 @@ async def store_results(results: AsyncCollection[Document], documents: list[Docu
 
 
 async def store_result(results: AsyncCollection[Document], document: Document) -> Document:
-    """Step 2 of save_result: idempotent, whoever runs it and however often."""
-    fields = {key: value for key, value in document.items() if key != "task_id"}
-    # DuplicateKeyError: a concurrent upsert of the same result inserted it first.
+    """Step 2 of save_result: idempotent, whoever runs it and however often. An insert, not an
+    upsert: the unique task_id refuses a second copy, and mongod need not look the task_id up
+    first (an upsert is a query and then an insert)."""
+    # DuplicateKeyError: the result is stored already, by this call's earlier try or another.
     with contextlib.suppress(DuplicateKeyError):
-        await results.update_one(
-            {"task_id": document["task_id"]}, {"$setOnInsert": fields}, upsert=True
-        )
+        await results.insert_one(document)
     return document
 
 

@@ -40,6 +40,8 @@ from shared.store.mongo.documents import (
     MAY_START,
     RESULT_INDEXES,
     RESULTS,
+    RETIRED_RESULT_INDEXES,
+    RETIRED_TASK_INDEXES,
     TASK_INDEXES,
     TASK_PROJECTION,
     TASKS,
@@ -49,6 +51,7 @@ from shared.store.mongo.documents import (
     task_record,
 )
 from shared.store.mongo.errors import translated
+from shared.store.mongo.indexes import ensure_indexes
 from shared.store.mongo.presence import PRESENCE, PRESENCE_INDEXES, MongoPresence
 from shared.store.mongo.results import (
     DUPLICATE_KEY,
@@ -111,8 +114,8 @@ class MongoTaskStore(MongoPresence):
             self._tasks = db[TASKS]
             self._results = db[RESULTS]
             self._presence = db[PRESENCE]
-            await self._tasks.create_indexes(TASK_INDEXES)
-            await self._results.create_indexes(RESULT_INDEXES)
+            await ensure_indexes(self._tasks, TASK_INDEXES, RETIRED_TASK_INDEXES)
+            await ensure_indexes(self._results, RESULT_INDEXES, RETIRED_RESULT_INDEXES)
             self._tokens = db[tokens.TOKENS]
             await self._tokens.create_indexes(tokens.TOKEN_INDEXES)
             await self._presence.create_indexes(PRESENCE_INDEXES)
@@ -296,6 +299,9 @@ class MongoTaskStore(MongoPresence):
             )
             .sort("updated_at", ASCENDING)
             .limit(limit)
+            # ix_updated also serves this sort, and ties on a trial of an idle collection; it
+            # would walk every task ever stored, the partial index only the undispatched.
+            .hint("ix_undispatched_at")
         )
         return [task_record(document) async for document in cursor]
 
@@ -306,7 +312,7 @@ class MongoTaskStore(MongoPresence):
         cursor = (
             self._tasks.find(
                 {
-                    "dispatched_at": {"$lt": routed_before, "$ne": None},
+                    "dispatched_at": {"$type": "string", "$lt": routed_before},
                     "delivery": "queued",
                     "status": LIVE,
                 },
@@ -320,7 +326,7 @@ class MongoTaskStore(MongoPresence):
     @translated
     async def reset_dispatch(self) -> int:
         outcome = await self._tasks.update_many(
-            {"dispatched_at": {"$ne": None}, "delivery": "queued", "status": LIVE},
+            {"dispatched_at": {"$type": "string"}, "delivery": "queued", "status": LIVE},
             {"$set": {"dispatched_at": None}},
         )
         return outcome.modified_count
@@ -368,7 +374,11 @@ class MongoTaskStore(MongoPresence):
             return []
         cursor = (
             self._tasks.find(
-                {"deadline_at": {"$lt": now}, "delivery": "delivered", "status": LIVE},
+                {
+                    "deadline_at": {"$type": "string", "$lt": now},
+                    "delivery": "delivered",
+                    "status": LIVE,
+                },
                 TASK_PROJECTION,
             )
             .sort("deadline_at", ASCENDING)
@@ -380,7 +390,11 @@ class MongoTaskStore(MongoPresence):
     async def expire(self, now: str, limit: int) -> list[TaskRecord]:
         if limit < 1:
             return []
-        stale = {"status": "pending", "delivery": "queued", "expires_at": {"$lt": now}}
+        stale = {
+            "status": "pending",
+            "delivery": "queued",
+            "expires_at": {"$type": "string", "$lt": now},
+        }
         candidates = (
             self._tasks.find(stale, {"task_id": True}).sort("expires_at", ASCENDING).limit(limit)
         )
