@@ -57,13 +57,18 @@ TASK_WITH_RESULT_ID: Final = {
 # An index costs every write that changes its keys, so each one serves a query, and the sweeps'
 # are partial: they hold only the tasks the sweep looks for (a few in flight), not every task
 # ever stored. A partial index is chosen only for queries that imply its filter, so the sweeps
-# repeat it (`$type: "string"` is what `$lt` on a string matches anyway). The spec's app_id,
-# drone_id and status indexes are the leading fields of compounds below, which serve the same
-# filters. tests/contract/test_mongo_indexes.py checks with the profiler: no COLLSCAN.
+# repeat it (`$type: "string"` is what `$lt` on a string matches anyway).
+# tests/contract/test_mongo_indexes.py checks with the profiler: no COLLSCAN.
 TASK_INDEXES: Final = [
+    # The spec's indexes (docs/DATA_PROCESSING_FLOW.md, "Database Indexes"): operators and
+    # tools written against the spec may look for them, so they stay, though the compounds
+    # below lead with the same fields. app_id and drone_id never change after the insert.
     IndexModel([("task_id", ASCENDING)], name="ux_task_id", unique=True),
+    IndexModel([("app_id", ASCENDING)], name="ix_app_id"),
+    IndexModel([("drone_id", ASCENDING)], name="ix_drone_id"),
+    IndexModel([("status", ASCENDING)], name="ix_status"),
     IndexModel([("created_at", ASCENDING)], name="ix_created_at"),
-    # pending_for_drone, held_by, count_queued; and the spec's drone_id.
+    # pending_for_drone, held_by, count_queued.
     IndexModel(
         [
             ("drone_id", ASCENDING),
@@ -87,7 +92,7 @@ TASK_INDEXES: Final = [
         # Only documents that have a key: tasks without one must not collide on null.
         partialFilterExpression={"idempotency_key": {"$type": "string"}},
     ),
-    # list_tasks, by its optional filters; and the spec's app_id and status.
+    # list_tasks, by its optional filters.
     IndexModel([("updated_at", ASCENDING), ("task_id", ASCENDING)], name="ix_updated"),
     IndexModel(
         [("app_id", ASCENDING), ("updated_at", ASCENDING), ("task_id", ASCENDING)],
@@ -112,27 +117,26 @@ TASK_INDEXES: Final = [
         partialFilterExpression=UNNOTIFIED,
     ),
 ]
-# Indexes earlier versions made, dropped on start-up: merged into the compounds above, or
-# replaced by the partial ones (their names are new, so an old definition never conflicts).
+# Indexes earlier versions made, dropped on start-up: replaced by the partial ones (their
+# names are new, so an old definition never conflicts).
 RETIRED_TASK_INDEXES: Final = (
-    "ix_app_id",
-    "ix_drone_id",
-    "ix_status",
     "ix_undispatched",
     "ix_overdue",
     "ix_expire",
     "ix_unnotified",
 )
 RESULT_INDEXES: Final = [
+    # The spec's.
     IndexModel([("task_id", ASCENDING)], name="ux_task_id", unique=True),
+    IndexModel([("drone_id", ASCENDING)], name="ix_drone_id"),
     IndexModel([("timestamp", ASCENDING)], name="ix_timestamp"),
-    # results_for_drone; and the spec's drone_id.
+    # results_for_drone.
     IndexModel(
         [("drone_id", ASCENDING), ("timestamp", ASCENDING), ("_id", ASCENDING)],
         name="ix_drone_timestamp",
     ),
 ]
-RETIRED_RESULT_INDEXES: Final = ("ix_drone_id",)
+RETIRED_RESULT_INDEXES: Final[tuple[str, ...]] = ()
 
 
 def task_document(task: TaskRecord, new: NewTask, now: str) -> Document:
