@@ -44,19 +44,17 @@ class Dispatcher:
         self.recovered = broker.durable
 
     @property
-    def _tracks_routing(self) -> bool:
-        """Whether routing is recorded in the store (dispatched_at). A durable broker needs it:
-        the sweep re-sends tasks whose intake message never reached it (a gateway died between
-        storing a task and publishing it). A broker in this process loses messages only with
-        the process, and `run` re-routes every waiting task at start-up, so embedded mode skips
-        that store write on the hot path. Aging needs it to know how long a task has waited."""
-        return self.broker.durable or self.settings.aging_interval_s is not None
+    def _stamps_routing(self) -> bool:
+        """Whether routing is recorded in the store (dispatched_at): aging needs it to know how
+        long a task has waited in its drone's queue. Without aging the hot path writes nothing:
+        a stale message (task cancelled or already delivered) is dropped by the drone's claim,
+        and the sweep finds lost intake messages by queue depths instead (`resend_unrouted`)."""
+        return self.settings.aging_interval_s is not None
 
     async def on_intake(self, delivery: Delivery) -> None:
-        if self._tracks_routing:
+        if self._stamps_routing:
             await self._route(task_id_of_envelope(delivery.body))
             return
-        # A stale message (task cancelled or already delivered) is dropped by the drone's claim.
         _, drone_id, priority = decode_task_envelope(delivery.body)
         await self.broker.publish(self.queues.drone(drone_id), delivery.body, priority=priority)
         TASKS_ROUTED.inc()
@@ -90,14 +88,8 @@ class Dispatcher:
         """One pass over the store. Returns how many tasks it acted on."""
         acted = 0
         now = now_iso()
-        if self._tracks_routing and await self.broker.queue_depth(self.queues.intake) == 0:
-            # Only when the intake is drained: a backlog is not a lost message.
-            # After a broker outage this is the gateways' whole backlog: highest priority first.
-            waiting = await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH)
-            for task in sorted(waiting, key=lambda t: -t.priority):
-                await enqueue(self.broker, self.queues, task)
-                task_redelivered("unrouted")
-                acted += 1
+        if self.broker.durable or self._stamps_routing:
+            acted += await self.resend_unrouted(grace_s=grace_s)
         acted += await self.age()
         acted += await self.renotify()
         for task in await self.store.expire(now, SWEEP_BATCH):
@@ -120,6 +112,30 @@ class Dispatcher:
             await after_release(self.broker, self.queues, released, "timeout")
             acted += 1
         return acted
+
+    async def resend_unrouted(self, *, grace_s: float) -> int:
+        """Re-send tasks whose intake message never reached the broker (a gateway died between
+        storing a task and publishing it), highest priority first. Returns how many it re-sent.
+        A broker in this process loses messages only with the process, and `recover` re-routes
+        every waiting task at start-up: `sweep` calls this for a durable broker, or with aging."""
+        if await self.broker.queue_depth(self.queues.intake) > 0:
+            return 0  # a backlog is not a lost message: wait until the intake is drained
+        waiting = await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH)
+        if not self._stamps_routing:
+            # Routing was not recorded, so every task waiting past the grace is listed. One whose
+            # drone's queue holds messages is taken as on its way; a task whose message is lost
+            # behind them is found once that queue has drained. A copy sent for a task whose
+            # message is in flight (in a gateway's prefetch) is harmless: a claim succeeds once.
+            depth_by_drone: dict[str, int] = {}
+            for drone_id in {task.drone_id for task in waiting}:
+                queue = self.queues.drone(drone_id)
+                depth_by_drone[drone_id] = await self.broker.queue_depth(queue)
+            waiting = [task for task in waiting if depth_by_drone[task.drone_id] == 0]
+        # After a broker outage this is the gateways' whole backlog: highest priority first.
+        for task in sorted(waiting, key=lambda t: -t.priority):
+            await enqueue(self.broker, self.queues, task)
+            task_redelivered("unrouted")
+        return len(waiting)
 
     async def renotify(self) -> int:
         """Re-send final states whose notification was lost: a publish that failed after the
