@@ -1,5 +1,7 @@
-"""A task stored by a gateway that died before publishing it is routed by the dispatcher's sweep,
-which records no routing on the hot path: it tells a lost intake message by empty queues."""
+"""Messages the broker lost are replayed from the store. A task stored by a gateway that died
+before publishing it is routed by the dispatcher's sweep, which records no routing on the hot
+path: it tells a lost intake message by empty queues. Transient messages lost in a RabbitMQ
+restart are re-sent when the dispatcher's connection comes back."""
 
 import asyncio
 import uuid
@@ -145,3 +147,49 @@ async def test_sweep_without_aging_routes_only_tasks_of_drones_with_empty_queues
     finally:
         await subscription.cancel()
     assert task_id_of_envelope(received[0]) == lost
+
+
+async def test_reconnect_reroutes_waiting_tasks_and_resends_final_states(
+    routing: Routing,
+) -> None:
+    queues = routing.settings.queues
+    store = routing.store
+    stop = asyncio.Event()
+    assert await routing.dispatcher.recover_until_done(stop)  # what `run` would do first
+    # Given a task routed before RabbitMQ restarted, its transient message gone with the node,
+    waiting = await stored_unpublished(store, "D1")
+    await store.mark_dispatched(waiting)
+    # and a task cancelled whose transient notification was lost the same way
+    cancelled = await stored_unpublished(store, "D2")
+    await store.cancel(cancelled)
+    running = asyncio.create_task(routing.dispatcher.run(stop))
+    routed: list[bytes] = []
+    notified: list[bytes] = []
+    both = asyncio.Event()
+
+    def taker(into: list[bytes]):  # type: ignore[no-untyped-def]
+        async def take(delivery: Delivery) -> None:
+            into.append(delivery.body)
+            if routed and notified:
+                both.set()
+
+        return take
+
+    subscriptions = [
+        await routing.broker.consume(queues.drone("D1"), taker(routed), prefetch=8),
+        await routing.broker.consume(queues.app("A1"), taker(notified), prefetch=8),
+    ]
+    try:
+        # When the broker tells the running dispatcher that its connection is back
+        for listener in routing.broker.connection_listeners:
+            listener(None)
+
+        # Then the waiting task is routed to its drone again and the final state re-sent
+        await asyncio.wait_for(both.wait(), WAIT_S)
+    finally:
+        stop.set()
+        await running
+        for subscription in subscriptions:
+            await subscription.cancel()
+    assert waiting in {task_id_of_envelope(body) for body in routed}
+    assert any(cancelled.encode() in body for body in notified)
