@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from shared.announce import after_release, enqueue, notify_status, resend_final_states
 from shared.broker import Broker, Delivery
@@ -41,7 +42,20 @@ class Dispatcher:
         self.broker = broker
         self.store = store
         self.queues = settings.queues
-        self.recovered = broker.durable
+        # Messages the broker may have lost in its restart: after one while this process was
+        # away (or in this process's own restart, for memory) `run` recovers before consuming;
+        # after one while it was connected, `_on_connection` asks the run loop to.
+        self.recovered = broker.durable and not self._replays_hops
+        self._reconnected = False
+
+    @property
+    def _replays_hops(self) -> bool:
+        """Whether task and notification messages are transient: the store replays them."""
+        return not (self.queues.intake.persistent and self.queues.app("").persistent)
+
+    def _on_connection(self, reason: str | None) -> None:
+        if reason is None and self._replays_hops:
+            self._reconnected = True
 
     @property
     def _stamps_routing(self) -> bool:
@@ -162,6 +176,14 @@ class Dispatcher:
             routed += len(waiting)
         return routed
 
+    async def recover_after_reconnect(self) -> None:
+        """The broker may have restarted and lost every transient message: route each waiting
+        task again and re-send every final state no application was sent. A reconnect without
+        a restart costs copies only: a claim succeeds once, and an app may hear a state twice."""
+        routed = await self.recover()
+        sent = await resend_final_states(self.broker, self.queues, self.store, SWEEP_BATCH)
+        log.info("after a reconnect: re-routed %d tasks, re-sent %d final states", routed, sent)
+
     async def recover_until_done(self, stop: asyncio.Event) -> bool:
         """Recover, trying again every sweep interval while the store is unavailable: a store
         that blips as `serve` starts must not end the dispatcher. False when stopped first.
@@ -184,6 +206,11 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         if not self.recovered and not await self.recover_until_done(stop):
             return
+        listeners: list[Callable[[str | None], None]] | None = getattr(
+            self.broker, "connection_listeners", None
+        )
+        if listeners is not None:
+            listeners.append(self._on_connection)
         subscription = await self.broker.consume(
             self.queues.intake, self.on_intake, prefetch=self.settings.consumer_prefetch
         )
@@ -194,8 +221,17 @@ class Dispatcher:
                 if stop.is_set():
                     break
                 try:
+                    if self._reconnected:
+                        self._reconnected = False
+                        try:
+                            await self.recover_after_reconnect()
+                        except TRANSIENT_ERRORS:
+                            self._reconnected = True  # the next sweep tries again
+                            raise
                     await self.sweep(grace_s=self.settings.dispatch_grace_s)
                 except TRANSIENT_ERRORS as exc:
                     log.warning("sweep skipped: %s", exc)
         finally:
             await subscription.cancel()
+            if listeners is not None:
+                listeners.remove(self._on_connection)
