@@ -134,12 +134,16 @@ class Dispatcher:
         every waiting task at start-up: `sweep` calls this for a durable broker, or with aging."""
         if await self.broker.queue_depth(self.queues.intake) > 0:
             return 0  # a backlog is not a lost message: wait until the intake is drained
+        if not self._stamps_routing:
+            # A message in a gateway's prefetch, its claim waiting on a slow store, is not in
+            # its queue's depth: wait as long as for a lost notification before suspecting it.
+            grace_s = max(grace_s, self.settings.renotify_after_s)
         waiting = await self.store.undispatched(iso_before(grace_s), SWEEP_BATCH)
         if not self._stamps_routing:
             # Routing was not recorded, so every task waiting past the grace is listed. One whose
             # drone's queue holds messages is taken as on its way; a task whose message is lost
             # behind them is found once that queue has drained. A copy sent for a task whose
-            # message is in flight (in a gateway's prefetch) is harmless: a claim succeeds once.
+            # message is in flight is harmless, if not free: a claim succeeds once.
             depth_by_drone: dict[str, int] = {}
             for drone_id in {task.drone_id for task in waiting}:
                 queue = self.queues.drone(drone_id)

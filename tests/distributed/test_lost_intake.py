@@ -41,6 +41,7 @@ async def routing(
         data_dir=tmp_path,
         queue_prefix=f"t{uuid.uuid4().hex[:10]}",
         aging_interval_s=request.param,
+        renotify_after_s=0.001,  # the wait before a task without a message is suspected lost
     )
     async with (
         RabbitMQBroker(rabbitmq_url, settings.queues, reconnect_interval_s=0.5) as broker,
