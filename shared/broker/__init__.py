@@ -57,8 +57,6 @@ class Broker(Protocol):
 
     - Queues are declared on first use from their QueueSpec; publishing to a queue with no
       consumer keeps the message until one comes (or until `message_ttl_s` runs out).
-    - A durable broker keeps a queue's messages through its own restart only when its spec is
-      `persistent`; the messages of other queues may be lost then (the store replays them).
     - A queue with `max_priority` hands out higher priorities first, FIFO within a priority.
     - `consume` runs at most `prefetch` handlers of one consumer at a time; with prefetch=1
       messages are handled strictly one after another in queue order.
@@ -75,8 +73,7 @@ class Broker(Protocol):
 
     @property
     def durable(self) -> bool:
-        """Whether accepted messages survive a restart of this process (False for memory), and
-        persistent ones a restart of the broker."""
+        """Whether accepted messages survive a restart of this process (False for memory)."""
         ...
 
     async def publish(self, queue: QueueSpec, body: bytes, *, priority: int = 0) -> None: ...

@@ -8,16 +8,11 @@ from shared.models import MAX_PRIORITY
 
 @dataclass(frozen=True, slots=True)
 class QueueSpec:
-    """A named work queue. Adapters declare it on first use with these arguments.
-
-    `persistent=False` marks a hop whose messages the store can replay: a durable broker may
-    then lose them in its own restart (RabbitMQ keeps them in memory, no fsync per message),
-    and the dispatcher re-routes and re-notifies from the store after every reconnect."""
+    """A named work queue. Adapters declare it on first use with these arguments."""
 
     name: str
     max_priority: int | None = None
     message_ttl_s: float | None = None
-    persistent: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,23 +25,18 @@ class Queues:
     @property
     def intake(self) -> QueueSpec:
         """New and released tasks, on their way to the dispatcher."""
-        return QueueSpec(f"{self.prefix}.tasks", max_priority=MAX_PRIORITY, persistent=False)
+        return QueueSpec(f"{self.prefix}.tasks", max_priority=MAX_PRIORITY)
 
     @property
     def drone_events(self) -> QueueSpec:
-        """Results and status updates from drones, on their way to the result writer.
-        Persistent: until the writer stores it, a result exists only in its message."""
+        """Results and status updates from drones, on their way to the result writer."""
         return QueueSpec(f"{self.prefix}.drone-events")
 
     def drone(self, drone_id: str) -> QueueSpec:
-        return QueueSpec(
-            f"{self.prefix}.drone.{drone_id}", max_priority=MAX_PRIORITY, persistent=False
-        )
+        return QueueSpec(f"{self.prefix}.drone.{drone_id}", max_priority=MAX_PRIORITY)
 
     def app(self, app_id: str) -> QueueSpec:
-        return QueueSpec(
-            f"{self.prefix}.app.{app_id}", message_ttl_s=self.notification_ttl_s, persistent=False
-        )
+        return QueueSpec(f"{self.prefix}.app.{app_id}", message_ttl_s=self.notification_ttl_s)
 
     @property
     def dead_letters(self) -> QueueSpec:

@@ -149,10 +149,8 @@ class TaskStore(Protocol):
         ...
 
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
-        """Non-terminal queued tasks with no routing recorded (dispatched_at unset) and last
-        updated before `older_than`: their intake message may have been lost, so the dispatcher
-        re-sends it. Only aging records routing: without it this is every waiting task, and the
-        dispatcher asks the broker which of them can have no message left (empty queues)."""
+        """Non-terminal queued tasks never routed (dispatched_at unset) and last updated before
+        `older_than`: their intake message may have been lost, so the dispatcher re-sends it."""
         ...
 
     async def routed_before(self, routed_before: str, limit: int) -> list[TaskRecord]:

@@ -27,7 +27,6 @@ log = logging.getLogger(__package__)
 WATCH_INTERVAL_S = 2.0
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
-TRANSIENT = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
 
 
 class RabbitMQBroker:
@@ -264,7 +263,7 @@ class RabbitMQBroker:
         await self._topology.ensure_declared(channel, spec)
         await wait_ready(channel)
         properties = aiormq.spec.Basic.Properties(
-            delivery_mode=PERSISTENT if spec.persistent else TRANSIENT,
+            delivery_mode=PERSISTENT,
             # AMQP priority is an octet; RabbitMQ treats one above x-max-priority as the max.
             priority=None if spec.max_priority is None else min(max(priority, 0), 255),
         )
