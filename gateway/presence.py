@@ -37,10 +37,12 @@ def gateway_name(settings: Settings) -> str:
 @dataclass(eq=False, slots=True)
 class DroneTicket:
     """One drone connection as the board knows it; the socket's loop stamps `last_seen`. The
-    board notes what it last sent of it (`written_*`): an unchanged ticket is not sent again."""
+    board notes what it last sent of it (`written_*`): an unchanged ticket is not sent again.
+    It keeps a serial number rather than its session id, a string longer than it is used:
+    bench/connections.py counts memory per idle socket."""
 
     session: DroneSession
-    session_id: str
+    serial: int
     connected_at: str = field(default_factory=now_iso)
     last_seen: str = field(default_factory=now_iso)
     written_last_seen: str = ""
@@ -65,7 +67,7 @@ class PresenceBoard:
         self._serial = itertools.count(1)
 
     def drone_joined(self, session: DroneSession) -> DroneTicket:
-        ticket = DroneTicket(session, f"{self.gateway}/{session.drone_id}/{next(self._serial)}")
+        ticket = DroneTicket(session, next(self._serial))
         self._drones.add(ticket)
         self._changed.set()
         return ticket
@@ -73,8 +75,11 @@ class PresenceBoard:
     def drone_left(self, ticket: DroneTicket) -> None:
         self._drones.discard(ticket)
         if ticket.written_held != NOT_WRITTEN:
-            self._gone.append(ticket.session_id)
+            self._gone.append(self.session_id(ticket))
         self._changed.set()
+
+    def session_id(self, ticket: DroneTicket) -> str:
+        return f"{self.gateway}/{ticket.session.drone_id}/{ticket.serial}"
 
     def apps_changed(self) -> None:
         self._changed.set()
@@ -89,7 +94,7 @@ class PresenceBoard:
                 t.written_held, t.written_last_seen = held, t.last_seen
                 entries.append(
                     Presence(
-                        t.session_id,
+                        self.session_id(t),
                         "drone",
                         t.session.drone_id,
                         self.gateway,
