@@ -274,10 +274,6 @@ class TaskStore(Protocol):
         expired, since the entries of an expired gateway may be deleted by any call here."""
         ...
 
-    async def remove_presence(self, session_ids: Sequence[str]) -> None:
-        """Forget these entries (connections that closed); unknown ids are ignored."""
-        ...
-
     async def live_presence(self, kind: PresenceKind) -> list[Presence]:
         """Entries of `kind` whose gateway's announcement has not expired, ordered by client_id,
         then connected_at."""

@@ -9,6 +9,9 @@ from shared.store import Presence, TaskStore
 from tests.builders import claimed, create
 
 LONG_TTL_S = 60.0
+RENEWED_WITHIN_S = 2.0
+"""Long enough for a renewal that follows at once, even on a busy machine: an announcement that
+expired first may have its entries deleted, as the port allows."""
 
 
 def drone_entry(session_id: str, drone_id: str, **fields: object) -> Presence:
@@ -70,16 +73,18 @@ async def test_put_presence_keeps_entries_it_does_not_name(store: TaskStore) -> 
 
 
 async def test_put_presence_renews_every_entry_of_the_gateway(store: TaskStore) -> None:
-    # Given an entry announced for a short time, and a gateway that dies at the same time
+    # Given an entry announced for a short time, and then a gateway that dies, announced for
+    # as long: once the dead one's entry expired, the first announcement ran out too
     kept = drone_entry("s-kept", "DroneA")
-    await store.put_presence("gw-a", [kept], 0.05)
-    await store.put_presence("gw-dead", [drone_entry("s-dead", "DroneB", gateway="gw-dead")], 0.05)
+    await store.put_presence("gw-a", [kept], RENEWED_WITHIN_S)
+    dead = drone_entry("s-dead", "DroneB", gateway="gw-dead")
+    await store.put_presence("gw-dead", [dead], RENEWED_WITHIN_S)
 
     # When its gateway renews its announcement without naming it
     await store.put_presence("gw-a", [], LONG_TTL_S)
     await expired(store, "s-dead")
 
-    # Then it is still listed once the dead gateway's entry expired
+    # Then it is still listed
     assert await store.live_presence("drone") == [kept]
 
 
@@ -123,16 +128,6 @@ async def test_put_presence_complete_after_expiry_lists_the_new_entries(
 
     # Then they are listed, and the entry it no longer names is not
     assert await store.live_presence("drone") == [back]
-
-
-async def test_remove_presence_forgets_only_the_named_sessions(store: TaskStore) -> None:
-    old = drone_entry("s-old", "DroneA", connected_at="2020-01-01T00:00:00.000Z")
-    new = drone_entry("s-new", "DroneA")
-    await store.put_presence("gw-a", [old, new], LONG_TTL_S)
-
-    await store.remove_presence(["s-old", "s-unknown"])
-
-    assert await store.live_presence("drone") == [new]
 
 
 async def test_presence_of_a_gateway_not_renewed_expires(store: TaskStore) -> None:

@@ -83,11 +83,6 @@ class MongoPresence:
             await self._gateways.delete_one({"_id": name, "expires_at": expires_at})
 
     @translated
-    async def remove_presence(self, session_ids: Sequence[str]) -> None:
-        if session_ids:
-            await self._presence.delete_many({"session_id": {"$in": list(session_ids)}})
-
-    @translated
     async def live_presence(self, kind: PresenceKind) -> list[Presence]:
         live = [
             document["_id"]

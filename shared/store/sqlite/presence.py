@@ -92,7 +92,7 @@ def put_presence(
         named = orjson.dumps([e.session_id for e in entries]).decode()
         connection.execute(_KEEP_ONLY_SQL, (gateway, named))
     if gone:
-        remove_presence(connection, now, gone)
+        connection.execute(_REMOVE_SQL, (orjson.dumps(list(gone)).decode(),))
     connection.executemany(
         _UPSERT_SQL,
         [
@@ -111,10 +111,6 @@ def put_presence(
     )
     expires_at = format_timestamp(parse_timestamp(now) + timedelta(seconds=ttl_s))
     connection.execute(_RENEW_SQL, (gateway, expires_at))
-
-
-def remove_presence(connection: sqlite3.Connection, now: str, session_ids: Sequence[str]) -> None:
-    connection.execute(_REMOVE_SQL, (orjson.dumps(list(session_ids)).decode(),))
 
 
 def live_presence(connection: sqlite3.Connection, now: str, kind: PresenceKind) -> list[Presence]:

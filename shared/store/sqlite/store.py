@@ -251,10 +251,6 @@ class SQLiteTaskStore:
             presence.put_presence, gateway, list(entries), ttl_s, list(gone), complete
         )
 
-    async def remove_presence(self, session_ids: Sequence[str]) -> None:
-        if session_ids:
-            await self._write(presence.remove_presence, list(session_ids))
-
     async def live_presence(self, kind: PresenceKind) -> list[Presence]:
         return await self._read(presence.live_presence, kind)
 
