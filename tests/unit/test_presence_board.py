@@ -1,13 +1,14 @@
 """The presence board writes only what changed since its last write, and all of its entries
 when the store may not hold them (its first write, or after a failed one)."""
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from gateway.connections import DroneSession, Registry
-from gateway.presence import PresenceBoard
+from gateway.presence import NOT_WRITTEN, SCAN_SLICE, PresenceBoard
 from shared.broker.memory import InMemoryBroker
 from shared.broker.queues import Queues
 from shared.errors import StoreUnavailable
@@ -116,3 +117,23 @@ async def test_board_after_a_failed_write_writes_everything(gateway: Gateway) ->
     assert len(store.written[-1]) == 2
     assert board.session_id(tickets[0]) in store.written[-1]
     assert await gateway.listed() == [("D1", 0), ("D2", 0)]
+
+
+async def test_board_forgets_drones_that_leave_while_it_scans(gateway: Gateway) -> None:
+    # Given more drones than the board compares between two yields to the loop, not written yet
+    board = gateway.board
+    tickets = [board.drone_joined(gateway.drone(f"D{n}")) for n in range(SCAN_SLICE + 1)]
+    scan = asyncio.create_task(board.sync())
+    while True:  # until the scan has noted some of them and yielded
+        if any(ticket.written_held != NOT_WRITTEN for ticket in tickets):
+            break
+        await asyncio.sleep(0)
+
+    # When they all leave while the scan is half done
+    for ticket in tickets:
+        board.drone_left(ticket)
+    await scan
+    await board.sync()
+
+    # Then none of them is listed
+    assert await gateway.listed() == []
