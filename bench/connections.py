@@ -2,7 +2,7 @@
 and whether memory comes back when ids go away.
 
     python bench/connections.py [--drones 18000] [--processes 2] [--tasks 2000] [--cycles 3]
-                                [--url http://host:port --server-pid PID]
+                                [--idle-s 15] [--url http://host:port --server-pid PID]
 
 Without --url it starts `droneflow serve` on a free port with a fresh data directory and stops
 it with SIGTERM at the end. Drones offer permessage-deflate, as the `websockets` client does by
@@ -21,11 +21,13 @@ import time
 import orjson
 from generators import run_loop
 from idle_drones import IdleFleetProcesses, lift_open_file_limit
-from procfs import memory_mib, now
+from procfs import cpu_s, memory_mib, now
 from server_process import Target, started_server, stop_and_report, wait_healthy
 from websockets.asyncio.client import ClientConnection, connect
 
 SETTLE_S = 2.0  # after connecting or closing, before RSS is read: the server finishes its work
+SLOW_S = 0.050  # issue 9's target for delivery p99: slower deliveries are listed in bursts
+BURST_GAP_S = 0.5  # slow deliveries sent closer together than this are one stall
 
 
 def _rss_mib(target: Target) -> float:
@@ -52,10 +54,35 @@ async def _connect_generation(
     return ids if connected == drones else []
 
 
+def _idle_cpu_ms_per_s(target: Target, idle_s: float) -> float:
+    """Server CPU while every drone is connected and nothing is sent: the heartbeat's cost
+    (presence, pings), measured in CPU rather than latency, which a busy box blurs."""
+    time.sleep(SETTLE_S)
+    before, started = sum(cpu_s(pid) for pid in target.pids), now()
+    time.sleep(idle_s)
+    return (sum(cpu_s(pid) for pid in target.pids) - before) * 1000 / (now() - started)
+
+
+def _stalls(deliveries: list[tuple[float, float]], started: float) -> str:
+    """Deliveries slower than SLOW_S, grouped by when they were sent: a periodic stall (a
+    heartbeat's work) shows as bursts a heartbeat apart."""
+    slow = sorted((sent - started, latency) for sent, latency in deliveries if latency > SLOW_S)
+    bursts: list[list[tuple[float, float]]] = []
+    for delivery in slow:
+        if bursts and delivery[0] - bursts[-1][-1][0] < BURST_GAP_S:
+            bursts[-1].append(delivery)
+        else:
+            bursts.append([delivery])
+    return ", ".join(
+        f"{b[0][0]:.1f} s ({len(b)}, max {max(lat for _, lat in b) * 1000:.0f} ms)" for b in bursts
+    )
+
+
 async def _deliveries(
     fleet: IdleFleetProcesses, ws_url: str, drone_ids: list[str], tasks: int, rate_per_s: float
-) -> list[float]:
-    """`tasks` tasks, each to a random drone, sent at `rate_per_s`; their delivery times."""
+) -> tuple[float, list[tuple[float, float]]]:
+    """`tasks` tasks, each to a random drone, sent at `rate_per_s`: when the first was sent,
+    and the (sent at, delivery time) of each."""
     app: ClientConnection = await connect(
         f"{ws_url}/ws/application/conn{secrets.token_hex(3)}app", proxy=None, max_size=None
     )
@@ -70,14 +97,14 @@ async def _deliveries(
         }
         await app.send(orjson.dumps({"type": "processing_task", "data": data}), text=True)
         await asyncio.sleep(max(0.0, started + (k + 1) / rate_per_s - now()))
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     deadline = now() + 30
     while len(latencies) < tasks and now() < deadline:
         await asyncio.sleep(0.5)
         latencies += [lat for part in await fleet.ask_all(("latencies",)) for lat in part]
     await app.close()
     await drain
-    return latencies
+    return started, latencies
 
 
 async def _drain(app: ClientConnection) -> None:
@@ -101,15 +128,21 @@ async def measure(args: argparse.Namespace, target: Target) -> bool:
         per_socket_kb = (plateaus[0] - base) * 1024 / args.drones
         print(f"  RSS {plateaus[0]:.1f} MiB: {per_socket_kb:.1f} kB per idle socket")
         ok &= bool(ids)
+        if ids and args.idle_s:
+            cpu_ms = await asyncio.to_thread(_idle_cpu_ms_per_s, target, args.idle_s)
+            print(f"  idle, all connected: server CPU {cpu_ms:.1f} ms/s over {args.idle_s:g} s")
         if ids and args.tasks:
-            latencies = await _deliveries(fleet, ws_url, ids, args.tasks, args.rate)
-            ok &= len(latencies) == args.tasks
-            if latencies:
+            started, deliveries = await _deliveries(fleet, ws_url, ids, args.tasks, args.rate)
+            ok &= len(deliveries) == args.tasks
+            if deliveries:
+                latencies = [latency for _, latency in deliveries]
                 p50, p99 = (_percentile(latencies, p) * 1000 for p in (50, 99))
                 print(
                     f"  delivery to a random drone: {len(latencies)}/{args.tasks} tasks"
                     f" at {args.rate:g}/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms"
                 )
+                stalls = _stalls(deliveries, started)
+                print(f"  slower than {SLOW_S * 1000:g} ms, by send time: {stalls}")
         closed = sum(await fleet.ask_all(("close",)))
         print(f"  closed {closed}: RSS {_rss_mib(target):.1f} MiB")
         for generation in range(1, args.cycles + 1):
@@ -141,6 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--tasks", type=int, default=2000, help="tasks to random drones (default 2000)")
     add("--rate", type=float, default=200.0, help="tasks/s sent (default 200)")
     add("--cycles", type=int, default=3, help="connect/disconnect cycles of new ids (default 3)")
+    add("--idle-s", type=float, default=15.0, help="server CPU read while idle (default 15; 0: no)")
     add("--compression", choices=("deflate", "none"), default="deflate")
     add("--startup-timeout-s", type=float, default=30)
     add("--keep-data", action="store_true", help="keep the started server's data and log")

@@ -31,7 +31,8 @@ class IdleFleet:
         self.ws_url = ws_url
         self.compression = compression
         self.sockets: dict[str, tuple[ClientConnection, asyncio.Task[None]]] = {}
-        self.latencies_s: list[float] = []
+        self.latencies_s: list[tuple[float, float]] = []
+        """(sent at, delivery time) of each task received."""
         self.failures: list[str] = []
 
     async def connect(self, drone_ids: list[str]) -> tuple[int, list[str]]:
@@ -64,7 +65,8 @@ class IdleFleet:
                 if message.get("type") != "processing_task":
                     continue
                 input_data = message["task_data"]["input_data"]
-                self.latencies_s.append(now() - input_data["sent_at"])
+                sent_at = input_data["sent_at"]
+                self.latencies_s.append((sent_at, now() - sent_at))
                 reply = {
                     "type": "processing_result",
                     "data": {
@@ -90,7 +92,7 @@ class IdleFleet:
         await asyncio.gather(*(one(*pair) for pair in sockets.values()))
         return len(sockets)
 
-    def take_latencies(self) -> list[float]:
+    def take_latencies(self) -> list[tuple[float, float]]:
         latencies, self.latencies_s = self.latencies_s, []
         return latencies
 

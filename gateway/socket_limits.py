@@ -58,13 +58,22 @@ class _FrameLimited:
     over it is answered with an `error` frame (`rate_limited`, `retry_after` in seconds) in
     its place, so no frame goes unanswered; a socket that keeps on is closed with 1008."""
 
-    __slots__ = ("closed", "rate", "receive", "send")
+    __slots__ = ("_frames_per_s", "_rate", "closed", "receive", "send")
 
     def __init__(self, receive: Receive, send: Send, frames_per_s: float) -> None:
         self.receive = receive
         self.send = send
-        self.rate = FrameRate(frames_per_s)
+        self._frames_per_s = frames_per_s
+        # Made at the first frame: an idle drone may send none for hours, and its bucket would
+        # be full then as it is now (bench/connections.py counts memory per idle socket).
+        self._rate: FrameRate | None = None
         self.closed = False
+
+    @property
+    def rate(self) -> FrameRate:
+        if self._rate is None:
+            self._rate = FrameRate(self._frames_per_s)
+        return self._rate
 
     async def __call__(self) -> Message:
         while True:

@@ -254,18 +254,29 @@ class TaskStore(Protocol):
         ...
 
     # --- presence: who is connected, to any gateway -----------------------------------------
-    async def put_presence(self, entries: Sequence[Presence], ttl_s: float) -> None:
-        """Insert or replace each entry (by session_id), live for `ttl_s` from now. Gateways
-        call it on every heartbeat, so the entries of one that died drop out of
-        `live_presence` once their time runs out; expired entries may be deleted here."""
-        ...
+    async def put_presence(
+        self,
+        gateway: str,
+        entries: Sequence[Presence],
+        ttl_s: float,
+        *,
+        gone: Sequence[str] = (),
+        complete: bool = False,
+    ) -> None:
+        """Announce `gateway` live for `ttl_s` from now, and with it every entry of it held
+        here: a gateway renews all its entries in one cheap step, and those of one that stopped
+        calling (it died) drop out of `live_presence` together once its time runs out.
 
-    async def remove_presence(self, session_ids: Sequence[str]) -> None:
-        """Forget these entries (connections that closed); unknown ids are ignored."""
+        Insert or replace each of `entries` (by session_id; each names `gateway`) and forget
+        the entries `gone` (unknown ids are ignored), so a gateway writes only what changed.
+        With `complete`, `entries` are all of the gateway's and every other entry of it is
+        forgotten: a gateway says so at its first call, and when its last announcement may have
+        expired, since the entries of an expired gateway may be deleted by any call here."""
         ...
 
     async def live_presence(self, kind: PresenceKind) -> list[Presence]:
-        """Unexpired entries of `kind`, ordered by client_id, then connected_at."""
+        """Entries of `kind` whose gateway's announcement has not expired, ordered by client_id,
+        then connected_at."""
         ...
 
     async def count_queued(self, drone_ids: Sequence[str]) -> dict[str, int]:

@@ -238,12 +238,18 @@ class SQLiteTaskStore:
         return await self._read(tokens.revoked_since, since)
 
     # --- presence ------------------------------------------------------------------------------
-    async def put_presence(self, entries: Sequence[Presence], ttl_s: float) -> None:
-        await self._write(presence.put_presence, list(entries), ttl_s)
-
-    async def remove_presence(self, session_ids: Sequence[str]) -> None:
-        if session_ids:
-            await self._write(presence.remove_presence, list(session_ids))
+    async def put_presence(
+        self,
+        gateway: str,
+        entries: Sequence[Presence],
+        ttl_s: float,
+        *,
+        gone: Sequence[str] = (),
+        complete: bool = False,
+    ) -> None:
+        await self._write(
+            presence.put_presence, gateway, list(entries), ttl_s, list(gone), complete
+        )
 
     async def live_presence(self, kind: PresenceKind) -> list[Presence]:
         return await self._read(presence.live_presence, kind)
