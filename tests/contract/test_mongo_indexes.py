@@ -20,6 +20,7 @@ from shared.store.mongo import (
     MongoTaskStore,
 )
 from shared.store.mongo.indexes import same_definition
+from shared.store.mongo.presence import PRESENCE, PRESENCE_INDEXES
 from tests.builders import APP, DRONE, claimed, create, result_for
 
 pytestmark = pytest.mark.mongodb
@@ -128,6 +129,7 @@ async def test_mongo_store_start_replaces_changed_and_retired_indexes(
         ]
     )
     await database[RESULTS].create_index([("drone_id", ASCENDING)], name="ix_drone_id")
+    await database[PRESENCE].create_index([("expires_at", ASCENDING)], name="ix_expires_at")
 
     # When three services start on it at once (each drops what it found), and one more later
     async def start() -> None:
@@ -138,7 +140,11 @@ async def test_mongo_store_start_replaces_changed_and_retired_indexes(
     await start()
 
     # Then each collection has exactly the indexes the store defines, as it defines them
-    for collection, models in ((tasks, TASK_INDEXES), (database[RESULTS], RESULT_INDEXES)):
+    for collection, models in (
+        (tasks, TASK_INDEXES),
+        (database[RESULTS], RESULT_INDEXES),
+        (database[PRESENCE], PRESENCE_INDEXES),
+    ):
         found = {index["name"]: index async for index in await collection.list_indexes()}
         wanted = {model.document["name"]: model.document for model in models}
         assert set(found) == {"_id_", *wanted}

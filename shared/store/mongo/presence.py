@@ -27,6 +27,8 @@ PRESENCE_INDEXES: Final = [
     # For the rare deletes by gateway: a complete write, and the purge of a dead gateway.
     IndexModel([("gateway", ASCENDING)], name="ix_gateway"),
 ]
+# Entries carried their own expiry before presence_gateways held it: nothing reads it now.
+RETIRED_PRESENCE_INDEXES: Final = ("ix_expires_at",)
 _FIELDS: Final = tuple(Presence.__dataclass_fields__)
 # Inclusive, so that a field this version does not know (an older one's expires_at) is not read.
 _PROJECTION: Final = {"_id": False, **dict.fromkeys(_FIELDS, True)}

@@ -52,7 +52,12 @@ from shared.store.mongo.documents import (
 )
 from shared.store.mongo.errors import translated
 from shared.store.mongo.indexes import ensure_indexes
-from shared.store.mongo.presence import PRESENCE, PRESENCE_INDEXES, MongoPresence
+from shared.store.mongo.presence import (
+    PRESENCE,
+    PRESENCE_INDEXES,
+    RETIRED_PRESENCE_INDEXES,
+    MongoPresence,
+)
 from shared.store.mongo.results import (
     DUPLICATE_KEY,
     read_result,
@@ -118,7 +123,7 @@ class MongoTaskStore(MongoPresence):
             await ensure_indexes(self._results, RESULT_INDEXES, RETIRED_RESULT_INDEXES)
             self._tokens = db[tokens.TOKENS]
             await self._tokens.create_indexes(tokens.TOKEN_INDEXES)
-            await self._presence.create_indexes(PRESENCE_INDEXES)
+            await ensure_indexes(self._presence, PRESENCE_INDEXES, RETIRED_PRESENCE_INDEXES)
         except BaseException:
             await client.close()
             raise
