@@ -2,6 +2,7 @@
 
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 from shared.broker import Broker
@@ -27,13 +28,24 @@ def build_broker(settings: Settings) -> AbstractAsyncContextManager[Broker]:
     )
 
 
-def build_store(settings: Settings) -> AbstractAsyncContextManager[TaskStore]:
+INLINE_BATCH_MAX: Final = 16
+"""Store calls of one event-loop iteration that `serve` runs on the loop's own thread when
+SQLite's worker is idle (SQLiteTaskStore's inline_max): the lone task's path of one in flight,
+and a server at half its peak, whose batches are small."""
+
+
+def build_store(
+    settings: Settings, *, single_process: bool = False
+) -> AbstractAsyncContextManager[TaskStore]:
+    """`single_process`: no other process writes the store (`serve`), so a SQLite store may
+    run small batches on the event loop's thread, never waiting there for another writer."""
     url = settings.store_url
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from shared.store.sqlite import SQLiteTaskStore
 
-        return SQLiteTaskStore(sqlite_path(url))
+        inline_max = INLINE_BATCH_MAX if single_process else 0
+        return SQLiteTaskStore(sqlite_path(url), inline_max=inline_max)
     if scheme in ("mongodb", "mongodb+srv"):
         from shared.store.mongo import MongoTaskStore
 
