@@ -37,8 +37,9 @@ and a server at half its peak, whose batches are small."""
 def build_store(
     settings: Settings, *, single_process: bool = False
 ) -> AbstractAsyncContextManager[TaskStore]:
-    """`single_process`: no other process writes the store (`serve`), so a SQLite store may
-    run small batches on the event loop's thread, never waiting there for another writer."""
+    """`single_process`: no other service process writes the store (`serve`), so a SQLite
+    store may run small batches on the event loop's thread. Only a `droneflow token` command
+    run meanwhile writes the file too, and the loop then waits out its one short transaction."""
     url = settings.store_url
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
