@@ -179,10 +179,7 @@ async def run_embedded(settings: Settings, stop: asyncio.Event) -> None:
     keys = token_keys(settings, "serve")
     with listen(settings) as listening:
         _serve_metrics(settings)
-        async with (
-            build_broker(settings) as broker,
-            build_store(settings, single_process=True) as store,
-        ):
+        async with build_broker(settings) as broker, build_store(settings) as store:
             services_stop = asyncio.Event()
             dispatcher = _dispatcher(settings, broker, store)
             if not await dispatcher.recover_until_done(stop):

@@ -2,7 +2,6 @@
 
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Final
 from urllib.parse import urlsplit
 
 from shared.broker import Broker
@@ -28,25 +27,13 @@ def build_broker(settings: Settings) -> AbstractAsyncContextManager[Broker]:
     )
 
 
-INLINE_BATCH_MAX: Final = 16
-"""Store calls of one event-loop iteration that `serve` runs on the loop's own thread when
-SQLite's worker is idle (SQLiteTaskStore's inline_max): the lone task's path of one in flight,
-and a server at half its peak, whose batches are small."""
-
-
-def build_store(
-    settings: Settings, *, single_process: bool = False
-) -> AbstractAsyncContextManager[TaskStore]:
-    """`single_process`: no other service process writes the store (`serve`), so a SQLite
-    store may run small batches on the event loop's thread. Only a `droneflow token` command
-    run meanwhile writes the file too, and the loop then waits out its one short transaction."""
+def build_store(settings: Settings) -> AbstractAsyncContextManager[TaskStore]:
     url = settings.store_url
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from shared.store.sqlite import SQLiteTaskStore
 
-        inline_max = INLINE_BATCH_MAX if single_process else 0
-        return SQLiteTaskStore(sqlite_path(url), inline_max=inline_max)
+        return SQLiteTaskStore(sqlite_path(url))
     if scheme in ("mongodb", "mongodb+srv"):
         from shared.store.mongo import MongoTaskStore
 

@@ -12,18 +12,12 @@ import pytest
 from shared.store import TaskStore
 from shared.store.mongo import MongoTaskStore
 from shared.store.sqlite import SQLiteTaskStore
-from shared.wiring import INLINE_BATCH_MAX
 
 
-@pytest.fixture(
-    params=["sqlite", "sqlite-inline", pytest.param("mongodb", marks=pytest.mark.mongodb)]
-)
+@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskStore]:
-    if request.param.startswith("sqlite"):
-        # sqlite-inline: as `serve` runs it, small batches on the event loop's thread.
-        inline_max = INLINE_BATCH_MAX if request.param == "sqlite-inline" else 0
-        path = tmp_path / "data" / "droneflow.db"
-        async with SQLiteTaskStore(path, inline_max=inline_max) as sqlite_store:
+    if request.param == "sqlite":
+        async with SQLiteTaskStore(tmp_path / "data" / "droneflow.db") as sqlite_store:
             yield sqlite_store
         return
     url = request.getfixturevalue("mongodb_url")

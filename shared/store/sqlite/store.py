@@ -36,7 +36,7 @@ from shared.store.sqlite.schema import (
     TASK_COLUMNS,
     UNDISPATCHED_SQL,
 )
-from shared.store.sqlite.worker import Job, Outcome, Writer, run_jobs, settle_all
+from shared.store.sqlite.worker import Job, run_jobs
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -48,33 +48,26 @@ class SQLiteTaskStore:
     Raises StoreUnavailable when SQLite fails (locked for longer than worker.BUSY_TIMEOUT_MS
     a few times over, disk full, I/O error), and the TaskError tree as the port says."""
 
-    def __init__(self, path: Path, *, inline_max: int = 0) -> None:
-        """`inline_max`: run a batch of at most this many calls on the event loop's own thread
-        when the worker has nothing queued or running, instead of handing it over (0: never).
-        Only for a file no other process writes: an inline batch that found the write lock
-        taken would wait for it on the loop (see _hand_off)."""
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.inline_max = inline_max
         self._jobs: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._pending: list[Job] = []  # queued this event-loop iteration, not yet handed off
-        self._with_worker = 0  # calls handed to the worker and not yet settled
-        self._writer: Writer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
-        ready: asyncio.Future[Writer] = loop.create_future()
+        ready: asyncio.Future[None] = loop.create_future()
         self._closed = loop.create_future()
         self._thread = threading.Thread(
             target=run_jobs,
-            args=(self.path, self._jobs, loop, ready, self._closed, self._settle),
+            args=(self.path, self._jobs, loop, ready, self._closed),
             name=f"sqlite:{self.path.name}",
             daemon=True,  # never holds up interpreter exit; WAL keeps a cut-off commit atomic
         )
         self._thread.start()
-        self._writer = await ready
+        await ready
         self._loop = loop
         return self
 
@@ -88,7 +81,6 @@ class SQLiteTaskStore:
             return
         self._loop = None  # refuse new calls; the worker finishes the queued ones first
         self._hand_off()
-        self._writer = None  # the worker closes the connection once it has run what is queued
         self._jobs.put(None)
         await self._closed
 
@@ -300,25 +292,7 @@ class SQLiteTaskStore:
     def _hand_off(self) -> None:
         """The calls of one loop iteration go to the worker together, in the order made. Each
         put wakes the worker thread (a futex call, and a contest for the GIL with this loop):
-        under load a dozen calls an iteration cost a dozen wake-ups, now one.
-
-        With `inline_max`, a small batch while the worker has nothing runs here instead. A
-        hand-off and its answer cost the server ~300 µs of CPU per task at one task in flight
-        (the worker's wake-up, the GIL passed back and forth, the loop's wake-up) and as much
-        again in latency; the batch itself, in WAL with synchronous = NORMAL, writes to the
-        page cache without an fsync (checkpoints run on their own thread) and takes tens of
-        µs a call. Only while the worker is idle: the connection is never used by two threads
-        at once, and batches still commit in the order they were made."""
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        writer = self._writer
-        if writer is not None and not self._with_worker and len(batch) <= self.inline_max:
-            settle_all(writer.run(batch))
-            return
-        self._with_worker += len(batch)
-        self._jobs.put(batch)
-
-    def _settle(self, outcomes: list[Outcome]) -> None:
-        self._with_worker -= len(outcomes)
-        settle_all(outcomes)
+        under load a dozen calls an iteration cost a dozen wake-ups, now one."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._jobs.put(batch)

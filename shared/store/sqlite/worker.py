@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from shared.clock import now_iso
 from shared.errors import StoreError, StoreUnavailable
@@ -28,48 +28,25 @@ CHECKPOINT_INTERVAL_S: Final = 1.0
 _WRITE_LOCK_POLL_S: Final = (0.0002, 0.002)
 """First and longest pause between two attempts at the write lock (see _begin_write)."""
 
-T = TypeVar("T")
 Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], bool]
-Outcome = tuple[asyncio.Future[Any], bool, Any]
-
-
-class Writer:
-    """The connection and its checkpointer, as the worker thread opened them. The event loop's
-    thread may run a batch on them too (SQLiteTaskStore's inline batches), but only while the
-    worker has none: whoever runs a batch counts its jobs towards the next checkpoint here."""
-
-    def __init__(self, connection: sqlite3.Connection, checkpointer: "_Checkpointer") -> None:
-        self.connection = connection
-        self._checkpointer = checkpointer
-        self._jobs_since_checkpoint = 0
-
-    def run(self, batch: list[Job]) -> list["Outcome"]:
-        outcomes = _run_batch(self.connection, batch)
-        self._jobs_since_checkpoint += len(batch)
-        if self._jobs_since_checkpoint >= CHECKPOINT_EVERY_JOBS:
-            self._jobs_since_checkpoint = 0
-            self._checkpointer.request()
-        return outcomes
+_Outcome = tuple[asyncio.Future[Any], bool, Any]
 
 
 def run_jobs(
     path: Path,
     jobs: queue.SimpleQueue[list[Job] | None],
     loop: asyncio.AbstractEventLoop,
-    ready: asyncio.Future[Writer],
+    ready: asyncio.Future[None],
     closed: asyncio.Future[None],
-    settle: Callable[[list[Outcome]], None],
 ) -> None:
-    """The worker thread: opens the connection, hands `ready` the Writer, then runs the batches
-    put on `jobs` until None, passing each batch's outcomes to `settle` on the loop."""
     try:
         connection = _connect(path)
     except (sqlite3.Error, OSError) as exc:
         loop.call_soon_threadsafe(_fail, ready, StoreUnavailable(f"SQLite {path}: {exc}"))
         return
+    loop.call_soon_threadsafe(_succeed, ready, None)
     checkpointer = _Checkpointer(path)
-    writer = Writer(connection, checkpointer)
-    loop.call_soon_threadsafe(_succeed, ready, writer)
+    writes_since_checkpoint = 0
     try:
         stopping = False
         while not stopping:
@@ -88,9 +65,13 @@ def run_jobs(
                     stopping = True
                     break
                 batch += more
-            outcomes = writer.run(batch)
+            outcomes = _run_batch(connection, batch)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(settle, outcomes)
+                loop.call_soon_threadsafe(_settle, outcomes)
+            writes_since_checkpoint += len(batch)
+            if writes_since_checkpoint >= CHECKPOINT_EVERY_JOBS:
+                writes_since_checkpoint = 0
+                checkpointer.request()
     finally:
         checkpointer.stop()
         connection.close()
@@ -147,14 +128,8 @@ class _Checkpointer:
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: no implicit transactions; _run_batch issues BEGIN and COMMIT.
-    # check_same_thread=False: the loop's thread runs inline batches on it while the worker
-    # is idle (SQLiteTaskStore); never two threads at once.
     connection = sqlite3.connect(
-        path,
-        timeout=BUSY_TIMEOUT_MS / 1000,
-        isolation_level=None,
-        cached_statements=256,
-        check_same_thread=False,
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, cached_statements=256
     )
     try:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -235,7 +210,7 @@ def _translate(exc: sqlite3.Error) -> StoreError:
     return StoreUnavailable(f"SQLite: {exc}")
 
 
-def _run_batch(connection: sqlite3.Connection, batch: list[Job]) -> list[Outcome]:
+def _run_batch(connection: sqlite3.Connection, batch: list[Job]) -> list[_Outcome]:
     """Run every job in one transaction. Only reads: a deferred BEGIN, which in WAL mode takes
     no lock other writers wait for. A failing job rolls back only its own statement (each job
     is one write statement or a SAVEPOINT), unless SQLite aborted the whole transaction."""
@@ -249,7 +224,7 @@ def _run_batch(connection: sqlite3.Connection, batch: list[Job]) -> list[Outcome
         error = _translate(exc)
         return [(job[2], False, error) for job in batch]
     now = now_iso()  # one clock read per batch
-    outcomes: list[Outcome] = []
+    outcomes: list[_Outcome] = []
     for op, args, future, _ in batch:
         try:
             outcomes.append((future, True, op(connection, now, *args)))
@@ -272,7 +247,7 @@ def _run_batch(connection: sqlite3.Connection, batch: list[Job]) -> list[Outcome
     return outcomes
 
 
-def settle_all(outcomes: list[Outcome]) -> None:
+def _settle(outcomes: list[_Outcome]) -> None:
     for future, ok, value in outcomes:
         if not future.done():  # a caller that gave up (cancelled) no longer listens
             if ok:
@@ -281,11 +256,11 @@ def settle_all(outcomes: list[Outcome]) -> None:
                 future.set_exception(value)
 
 
-def _succeed(future: asyncio.Future[T], value: T) -> None:
+def _succeed(future: asyncio.Future[None], value: None) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
