@@ -125,7 +125,7 @@ async def measure(args: argparse.Namespace, target: Target) -> tuple[list[Run], 
                 f"warm-up: {warm.received}/{args.warmup} tasks in {now() - started:.2f} s"
                 + (f", lost {warm.lost}" if warm.lost else "")
             )
-        for k in range(args.repeat):
+        for k in range(0 if args.paced_at else args.repeat):
             before = CpuSample.take(target.pids, generator.pids)
             result = await generator.run_phase(f"r{k}.", split(args.tasks, all_apps), args.stall_s)
             runs.append(Run.of(result, before, CpuSample.take(target.pids, generator.pids)))
@@ -135,9 +135,15 @@ async def measure(args: argparse.Namespace, target: Target) -> tuple[list[Run], 
             if result.connections_lost:
                 print(f"aborted: {result.connections_lost} connections lost")
                 break
-        if args.half_peak and runs and not runs[-1].result.connections_lost:
+        if args.paced_at:
+            rate_per_s = args.paced_at
+            print(f"paced at {rate_per_s:,.0f} tasks/s offered")
+        elif args.half_peak and runs and not runs[-1].result.connections_lost:
             rate_per_s = statistics.median(r.tasks_per_s for r in runs) / 2
             print(f"paced at half the peak: {rate_per_s:,.0f} tasks/s offered")
+        else:
+            rate_per_s = 0
+        if rate_per_s:
             for k in range(args.repeat):
                 before = CpuSample.take(target.pids, generator.pids)
                 result = await generator.run_phase(
@@ -189,6 +195,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the closed-loop runs, --repeat runs paced at half their median tasks/s",
     )
     add(
+        "--paced-at",
+        type=float,
+        metavar="TASKS_PER_S",
+        help="only --repeat runs paced at this offered rate, no closed-loop runs: the same"
+        " load for every build of an A/B comparison (half-peak paces at a rate each build"
+        " measures for itself)",
+    )
+    add(
         "--vs-celery",
         action="store_true",
         help="then the Celery peer on RabbitMQ at the same in-flight count (apps x inflight),"
@@ -198,6 +212,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.processes > min(args.apps, args.drones):
         parser.error("--processes may not exceed --apps or --drones")
+    if args.paced_at is not None and args.paced_at <= 0:
+        parser.error("--paced-at must be positive")
+    if args.paced_at and args.vs_celery:
+        parser.error("--vs-celery needs the closed-loop runs; not with --paced-at")
     if args.url and (args.broker_url or args.store_url):
         parser.error("--broker-url/--store-url configure the started server; not with --url")
     return args
@@ -221,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             f" | {args.processes} generator process(es) | tokens {'on' if args.auth else 'off'}"
         )
         runs, paced = run_loop(lambda: measure(args, target))
-        complete = summarize(runs)
+        complete = summarize(runs) if runs else True
         if paced:
             print("half-peak runs:")
             complete = summarize(paced) and complete

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar, TypeVarTuple
+from typing import Final, Self, TypeVar, TypeVarTuple
 
 import orjson
 
@@ -38,6 +38,9 @@ from shared.store.sqlite.schema import (
 )
 from shared.store.sqlite.worker import Job, run_jobs
 
+LAZY_WRITE_S: Final = 0.05
+"""How long a lazy write (see _enqueue) waits for another call's batch to go with."""
+
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
@@ -52,6 +55,8 @@ class SQLiteTaskStore:
         self.path = path
         self._jobs: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._pending: list[Job] = []  # queued this event-loop iteration, not yet handed off
+        self._handing_off = False  # _hand_off is queued for this loop iteration
+        self._lazy_hand_off: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -212,7 +217,8 @@ class SQLiteTaskStore:
     # --- notification bookkeeping ----------------------------------------------------------
     async def mark_notified(self, task_ids: Sequence[str]) -> None:
         if task_ids:
-            await self._write(jobs.mark_notified, orjson.dumps(list(task_ids)).decode())
+            task_ids_json = orjson.dumps(list(task_ids)).decode()
+            await self._enqueue(jobs.mark_notified, (task_ids_json,), writes=True, lazy=True)
 
     async def unnotified(self, limit: int) -> list[tuple[TaskRecord, ResultRecord | None]]:
         if limit < 1:
@@ -278,21 +284,32 @@ class SQLiteTaskStore:
         args: tuple[*Ts],
         *,
         writes: bool,
+        lazy: bool = False,
     ) -> asyncio.Future[T]:
+        """`lazy`: a write nobody waits for on a task's path (mark_notified) goes with the next
+        call's batch, or after LAZY_WRITE_S when none comes. At one task in flight the mark of
+        one task's notification then shares the next task's create_task transaction: three
+        batches a task, not four, each a hand-off to the worker and back."""
         loop = self._loop
         if loop is None:
             raise StoreUnavailable(f"SQLite store {self.path} is not open")
         future: asyncio.Future[T] = loop.create_future()
-        pending = self._pending
-        pending.append((op, args, future, writes))
-        if len(pending) == 1:
+        self._pending.append((op, args, future, writes))
+        if not lazy and not self._handing_off:
+            self._handing_off = True
             loop.call_soon(self._hand_off)
+        elif lazy and not self._handing_off and self._lazy_hand_off is None:
+            self._lazy_hand_off = loop.call_later(LAZY_WRITE_S, self._hand_off)
         return future
 
     def _hand_off(self) -> None:
         """The calls of one loop iteration go to the worker together, in the order made. Each
         put wakes the worker thread (a futex call, and a contest for the GIL with this loop):
         under load a dozen calls an iteration cost a dozen wake-ups, now one."""
+        self._handing_off = False
+        if self._lazy_hand_off is not None:
+            self._lazy_hand_off.cancel()
+            self._lazy_hand_off = None
         if self._pending:
             batch, self._pending = self._pending, []
             self._jobs.put(batch)
