@@ -2,9 +2,10 @@
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -78,6 +79,28 @@ from shared.store.mongo.transitions import (
     transition,
 )
 
+# The write concern of the writes that need not survive a crash of mongod on their own: the
+# routing stamp, a claim, a drone's `processing` and a result's copy in processingResults. Each
+# is either redone by a sweep from what the journaled writes left (a task not routed or not
+# claimed is routed again, a result embedded in its ended task is copied again) or overwritten
+# by the next step. The journal is one log, so the next journaled write of any caller makes
+# every earlier one durable too: a crash can lose only such writes made after the last
+# journaled one. Task creation, a result's ending of its task, cancel, release, expire and
+# mark_notified keep the URL's write concern (the server's default: majority, journaled).
+REPAIRABLE = WriteConcern(w=1, j=False)
+
+
+def default_options(url: str) -> dict[str, Any]:
+    """Client options whose default here differs from PyMongo's, unless the URL sets them.
+
+    retryWrites=false: every write of this store is safe to repeat or to lose the answer of
+    (a transition's filter is its precondition, an insert's unique key refuses a second copy,
+    and callers repair a write whose answer they did not get: deploy/OPERATIONS.md), so the
+    session and transaction number mongod records for each retryable write buy nothing but one
+    automatic retry after a dropped connection or a failover."""
+    given = {name.lower() for name, _ in parse_qsl(urlsplit(url).query)}
+    return {} if "retrywrites" in given else {"retryWrites": False}
+
 
 class MongoTaskStore(MongoPresence):
     """The TaskStore port on MongoDB; `async with MongoTaskStore(url) as store`. The database is
@@ -91,7 +114,11 @@ class MongoTaskStore(MongoPresence):
         self.timeout_s = timeout_s
         self._client: AsyncMongoClient[Document] | None = None
         self._tasks: AsyncCollection[Document]
+        # The same collections for the writes a sweep or a later step repairs (see
+        # REPAIRABLE): acknowledged once applied, without waiting for the journal.
+        self._tasks_repairable: AsyncCollection[Document]
         self._results: AsyncCollection[Document]
+        self._results_repairable: AsyncCollection[Document]
         self._tokens: AsyncCollection[Document]
         self._presence: AsyncCollection[Document]
         self._creations = Batcher(self._create_tasks)
@@ -106,7 +133,10 @@ class MongoTaskStore(MongoPresence):
             # default is 30 s) and then raises ServerSelectionTimeoutError: callers answer 503.
             timeout_ms = max(1, int(self.timeout_s * 1000))
             client: AsyncMongoClient[Document] = AsyncMongoClient(
-                self.url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+                self.url,
+                serverSelectionTimeoutMS=timeout_ms,
+                connectTimeoutMS=timeout_ms,
+                **default_options(self.url),
             )
         except (MongoConfigurationError, ValueError) as exc:  # ValueError: a bad host or port
             raise ConfigurationError(f"DRONEFLOW_STORE_URL: {exc}") from None
@@ -118,6 +148,8 @@ class MongoTaskStore(MongoPresence):
             )
             self._tasks = db[TASKS]
             self._results = db[RESULTS]
+            self._tasks_repairable = self._tasks.with_options(write_concern=REPAIRABLE)
+            self._results_repairable = self._results.with_options(write_concern=REPAIRABLE)
             self._presence = db[PRESENCE]
             await ensure_indexes(self._tasks, TASK_INDEXES, RETIRED_TASK_INDEXES)
             await ensure_indexes(self._results, RESULT_INDEXES, RETIRED_RESULT_INDEXES)
@@ -281,12 +313,12 @@ class MongoTaskStore(MongoPresence):
         if len(task_ids) == 1:
             return [
                 await transition(
-                    self._tasks,
+                    self._tasks_repairable,
                     {"task_id": task_ids[0], "delivery": "queued", "status": LIVE},
                     {"$set": {"dispatched_at": now_iso()}},
                 )
             ]
-        return await mark_dispatched_many(self._tasks, task_ids)
+        return await mark_dispatched_many(self._tasks_repairable, task_ids)
 
     @translated
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
@@ -342,9 +374,12 @@ class MongoTaskStore(MongoPresence):
 
     async def _claim(self, claims: Sequence[tuple[str, str]]) -> list[TaskRecord | None]:
         if len(claims) > 1:
-            return await claim_many(self._tasks, claims)
+            return await claim_many(self._tasks_repairable, claims)
         (task_id, drone_id), now = claims[0], now_iso()
-        return [await transition(self._tasks, claimable(task_id, drone_id, now), claim_update(now))]
+        claimed = await transition(
+            self._tasks_repairable, claimable(task_id, drone_id, now), claim_update(now)
+        )
+        return [claimed]
 
     @translated
     async def release(
@@ -423,7 +458,7 @@ class MongoTaskStore(MongoPresence):
         if status not in DRONE_REPORTABLE:
             raise StatusNotReportable(task_id, f"a drone may not report status {status!r}")
         task = await transition(
-            self._tasks,
+            self._tasks_repairable,
             {"task_id": task_id, "drone_id": drone_id, "status": MAY_START},
             processing_update(),
         )
@@ -447,9 +482,9 @@ class MongoTaskStore(MongoPresence):
         self, batch: Sequence[ResultRecord]
     ) -> Sequence[ResultOutcome | TaskError]:
         if len(batch) > 1:
-            return await write_results(self._tasks, self._results, batch)
+            return await write_results(self._tasks, self._results_repairable, batch)
         try:
-            return [await write_result(self._tasks, self._results, batch[0])]
+            return [await write_result(self._tasks, self._results_repairable, batch[0])]
         except TaskError as refused:
             return [refused]
 

@@ -1,0 +1,123 @@
+"""MongoTaskStore's write concerns (deploy/OPERATIONS.md, MongoDB): the writes a sweep or a later
+step repairs are acknowledged without waiting for the journal, and those whose loss the sweeps
+could not repair (a task accepted, a result that ended its task) keep the URL's write concern.
+Seen on the wire, through PyMongo's command monitoring (mongod's profiler records an update's
+statements without their command's writeConcern)."""
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from pymongo import monitoring
+
+from shared.store.mongo import RESULTS, TASKS, MongoTaskStore
+from tests.builders import DRONE, create, result_for
+
+pytestmark = pytest.mark.mongodb
+
+UNJOURNALED = (("j", False), ("w", 1))  # a writeConcern as WriteLog gives it
+WRITES = frozenset({"insert", "update", "findAndModify", "delete"})
+
+
+class WriteLog(monitoring.CommandListener):
+    """(collection, command, its writeConcern's sorted items or None) of each write sent to
+    the database `watched` while it is set. Registered once: PyMongo has no unregister."""
+
+    def __init__(self) -> None:
+        self.watched: str | None = None
+        self.writes: list[tuple[str, str, object]] = []
+        self.retryable = 0  # writes sent with a transaction number, as retryable writes are
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name != self.watched or event.command_name not in WRITES:
+            return
+        concern = event.command.get("writeConcern")
+        if concern is not None:
+            concern = tuple(sorted(concern.items()))
+        self.writes.append((event.command[event.command_name], event.command_name, concern))
+        self.retryable += "txnNumber" in event.command
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+LOG = WriteLog()
+monitoring.register(LOG)  # before any store's client is made: only later clients see it
+
+
+async def write_concerns(*calls: Callable[[], Awaitable[object]]) -> list[tuple[str, str, object]]:
+    """What write_log records of the calls, run concurrently."""
+    LOG.writes, LOG.retryable = [], 0
+    await asyncio.gather(*(call() for call in calls))
+    assert LOG.writes, "no write was sent"
+    return LOG.writes
+
+
+@pytest.mark.parametrize("concurrent", [1, 4], ids=["one at a time", "batched"])
+async def test_mongo_store_journals_only_what_no_sweep_repairs(
+    mongodb_url: str, concurrent: int
+) -> None:
+    LOG.watched = f"droneflow_wc_{uuid.uuid4().hex[:12]}"
+    try:
+        async with MongoTaskStore(mongodb_url, database=LOG.watched) as store:
+            try:
+                await _round_trip(store, concurrent)
+            finally:
+                await store.drop_database()
+    finally:
+        LOG.watched = None
+
+
+async def _round_trip(store: MongoTaskStore, concurrent: int) -> None:
+    # Given tasks made with the URL's (the server's default) write concern
+    created = await write_concerns(*[lambda: create(store)] * concurrent)
+    assert {concern for _, _, concern in created} == {None}, created
+    ids = [task.task_id for task in await store.pending_for_drone(DRONE, concurrent)]
+
+    # When they are routed, claimed and started, Then no write waits for the journal
+    for step in (
+        lambda task_id: lambda: store.mark_dispatched(task_id),
+        lambda task_id: lambda: store.claim(task_id, DRONE),
+        lambda task_id: lambda: store.apply_status(task_id, DRONE, "processing"),
+    ):
+        writes = await write_concerns(*map(step, ids))
+        assert {concern for _, _, concern in writes} == {UNJOURNALED}, writes
+
+    # When their results are saved, Then ending the task keeps the URL's write concern and
+    # only the copy in processingResults (repaired from the task) skips the journal
+    writes = await write_concerns(*[lambda i=i: store.save_result(result_for(i)) for i in ids])
+    assert {(collection, concern) for collection, _, concern in writes} == {
+        (TASKS, None),
+        (RESULTS, UNJOURNALED),
+    }, writes
+
+    # When the app has heard of them, Then that is journaled (else it would hear again)
+    writes = await write_concerns(lambda: store.mark_notified(ids))
+    assert {concern for _, _, concern in writes} == {None}, writes
+
+
+@pytest.mark.parametrize(
+    ("option", "retryable"), [("", False), ("retryWrites=true", True)], ids=["default", "asked"]
+)
+async def test_mongo_store_writes_are_retryable_only_when_the_url_asks(
+    mongodb_url: str, option: str, retryable: bool
+) -> None:
+    parts = urlsplit(mongodb_url)
+    url = urlunsplit(parts._replace(query="&".join(q for q in (parts.query, option) if q)))
+    LOG.watched = f"droneflow_wc_{uuid.uuid4().hex[:12]}"
+    try:
+        async with MongoTaskStore(url, database=LOG.watched) as store:
+            try:
+                # Given a store on a URL that sets retryWrites or not, When it writes
+                writes = await write_concerns(lambda: create(store))
+                # Then the writes carry a transaction number only when the URL asked for it
+                assert (LOG.retryable == len(writes)) if retryable else LOG.retryable == 0
+            finally:
+                await store.drop_database()
+    finally:
+        LOG.watched = None
