@@ -5,15 +5,19 @@ each fault are printed (run with -s to see them)."""
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.faults.workload import Workload, WorkloadReport, check_invariants
+from tests.mongod import MongodServer, mongod_server
 from tests.processes import Cluster, ServiceProcess
 from tests.sim import SimApp, SimDrone
 
@@ -151,3 +155,38 @@ async def test_fault_suite_distributed_survives_kill_9_of_each_service_and_rabbi
         ]
         label = "distributed" + ("" if not store_env else ", MongoDB")
         await _run(workload, faults, cluster.gateways[1].base_url, label)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.distributed
+@pytest.mark.skipif(
+    not os.environ.get("DRONEFLOW_TEST_MONGOD"), reason="needs a mongod binary to kill"
+)
+async def test_fault_suite_distributed_survives_kill_9_of_mongod(cluster_factory: Any) -> None:
+    """Routing stamps, claims and a drone's `processing` skip MongoDB's journal
+    (deploy/OPERATIONS.md): a mongod killed mid-load loses the last of them, and the sweeps and
+    the gateways' claim checks must repair every one: no task lost, no result stored twice."""
+    with mongod_server(os.environ["DRONEFLOW_TEST_MONGOD"]) as mongod:
+        url = urlunsplit(urlsplit(mongod.url)._replace(path=f"/df_{uuid.uuid4().hex[:8]}"))
+        cluster: Cluster = await cluster_factory(
+            gateways=2,
+            dispatchers=1,
+            writers=1,
+            DRONEFLOW_SWEEP_INTERVAL_S="0.25",
+            DRONEFLOW_STORE_URL=url,
+        )
+        workload = build_workload(cluster.ws_urls)
+        kill = _kill_mongod_mid_load(workload, mongod)
+        faults = [("kill -9 mongod", kill), ("kill -9 mongod again", kill), ("and again", kill)]
+        await _run(workload, faults, cluster.gateways[1].base_url, "distributed, mongod killed")
+
+
+def _kill_mongod_mid_load(workload: Workload, mongod: MongodServer):  # type: ignore[no-untyped-def]
+    async def fault() -> None:
+        # Killed once more tasks have finished, so that tasks stand at every step, not only
+        # the first ones.
+        await workload.wait_progress(workload.finals_seen() + 60)
+        mongod.kill9()
+        await asyncio.to_thread(mongod.start)
+
+    return fault
