@@ -157,7 +157,8 @@ class Dispatcher:
         return sent
 
     async def recover(self) -> int:
-        """The broker lost its queues with the last process: route every waiting task again."""
+        """The broker lost its task messages (with the last process, or in its own restart):
+        route every waiting task again."""
         await self.store.reset_dispatch()
         routed = 0
         # Routing stamps dispatched_at, so each page leaves the next call's result.
