@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from shared.announce import after_release, enqueue, notify_status, resend_final_states
 from shared.broker import Broker, Delivery
@@ -42,6 +43,26 @@ class Dispatcher:
         self.store = store
         self.queues = settings.queues
         self.recovered = broker.durable
+        self.replays = 0
+        """How many times the transient hops were replayed because the broker lost them."""
+        self.broker_checked = asyncio.Event()
+        """Set each time `run` has asked the broker whether it lost them (tests wait on it)."""
+        self._reconnected = asyncio.Event()
+
+    @property
+    def _replays_hops(self) -> bool:
+        """Whether the broker may lose task and notification messages while this process lives:
+        a durable broker keeps transient ones in memory only, and loses them in its restart. A
+        broker in this process loses them only with it, and `recover` replays them at start-up."""
+        queues = self.queues
+        transient = not (
+            queues.intake.persistent and queues.drone("").persistent and queues.app("").persistent
+        )
+        return self.broker.durable and transient
+
+    def _on_connection(self, lost_because: str | None) -> None:
+        if lost_because is None:
+            self._reconnected.set()  # the node may be a fresh one: check it now, not next sweep
 
     @property
     def _tracks_routing(self) -> bool:
@@ -136,15 +157,43 @@ class Dispatcher:
         return sent
 
     async def recover(self) -> int:
-        """The broker lost its queues with the last process: route every waiting task again."""
+        """The broker lost its task messages (with the last process, or in its own restart):
+        route every waiting task again."""
         await self.store.reset_dispatch()
         routed = 0
         # Routing stamps dispatched_at, so each page leaves the next call's result.
         while waiting := await self.store.undispatched(iso_after(1), SWEEP_BATCH):
-            for task in waiting:
-                await self._route(task.task_id)
+            # A page at once: the store joins the stamps into few writes and the publishes
+            # share their confirms. One by one, a replay of 335 tasks on shared SQLite held
+            # the write lock for 7 s while the claims and results of running tasks waited.
+            await asyncio.gather(*(self._route(task.task_id) for task in waiting))
             routed += len(waiting)
         return routed
+
+    async def replay_if_lost(self) -> bool:
+        """If the broker lost its transient messages (the restart marker is gone with them), route
+        every waiting task again and re-send every final state no application was sent; then
+        put the marker back. True if it replayed.
+
+        Replaying before marking: a dispatcher that dies halfway leaves the marker missing, and
+        the next check replays again. Several dispatchers may all replay after one restart;
+        the copies cost work only (a claim succeeds once; apps dedupe final states on task_id).
+        A reconnect to a node that did not restart finds the marker, and replays nothing."""
+        marker = self.queues.restart_marker
+        if await self.broker.queue_depth(marker) > 0:
+            return False
+        routed = await self.recover()
+        sent = await resend_final_states(self.broker, self.queues, self.store, SWEEP_BATCH)
+        await self.broker.publish(marker, b"")
+        self.replays += 1
+        log.warning(
+            "RabbitMQ lost its transient messages (restarted, or %s was deleted): re-routed %d "
+            "waiting tasks, re-sent %d final states",
+            marker.name,
+            routed,
+            sent,
+        )
+        return True
 
     async def recover_until_done(self, stop: asyncio.Event) -> bool:
         """Recover, trying again every sweep interval while the store is unavailable: a store
@@ -168,18 +217,56 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         if not self.recovered and not await self.recover_until_done(stop):
             return
+        replays = self._replays_hops
+        # Told when the connection comes back (RabbitMQBroker; through the health wrapper too).
+        listeners: list[Callable[[str | None], None]] | None = getattr(
+            self.broker, "connection_listeners", None
+        )
+        if replays and listeners is not None:
+            listeners.append(self._on_connection)
         subscription = await self.broker.consume(
             self.queues.intake, self.on_intake, prefetch=self.settings.consumer_prefetch
         )
         try:
+            if replays:
+                # At start-up: the node may have restarted while no dispatcher was running.
+                await self._check_broker()
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
+                await self._sleep(stop)
                 if stop.is_set():
                     break
+                if replays:
+                    # After a reconnect, and at every sweep: cheap (one declare), and it also
+                    # finds a restart whose reconnect this process did not see.
+                    await self._check_broker()
                 try:
                     await self.sweep(grace_s=self.settings.dispatch_grace_s)
                 except TRANSIENT_ERRORS as exc:
                     log.warning("sweep skipped: %s", exc)
         finally:
             await subscription.cancel()
+            if replays and listeners is not None:
+                listeners.remove(self._on_connection)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        """Until the next sweep, a reconnect, or `stop`."""
+        waits = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._reconnected.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waits, timeout=self.settings.sweep_interval_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        self._reconnected.clear()
+
+    async def _check_broker(self) -> None:
+        try:
+            await self.replay_if_lost()
+        except TRANSIENT_ERRORS as exc:
+            log.warning("check for a RabbitMQ restart deferred: %s", exc)  # the next sweep's
+            return
+        self.broker_checked.set()

@@ -27,6 +27,7 @@ log = logging.getLogger(__package__)
 WATCH_INTERVAL_S = 2.0
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+TRANSIENT = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
 
 
 class RabbitMQBroker:
@@ -263,7 +264,9 @@ class RabbitMQBroker:
         await self._topology.ensure_declared(channel, spec)
         await wait_ready(channel)
         properties = aiormq.spec.Basic.Properties(
-            delivery_mode=PERSISTENT,
+            # A transient message in a durable queue is kept in memory only: lost in a restart
+            # of the node, when the store replays it (QueueSpec.persistent).
+            delivery_mode=PERSISTENT if spec.persistent else TRANSIENT,
             # AMQP priority is an octet; RabbitMQ treats one above x-max-priority as the max.
             priority=None if spec.max_priority is None else min(max(priority, 0), 255),
         )
