@@ -28,3 +28,16 @@ def test_a_refused_redeclaration_is_permanent() -> None:
     with pytest.raises(BrokerError) as caught, translated_errors():
         raise aio_pika.exceptions.ChannelPreconditionFailed("PRECONDITION_FAILED")
     assert not isinstance(caught.value, BrokerUnavailable)
+
+
+def test_a_bare_exception_from_a_closing_connection_is_broker_unavailable() -> None:
+    # aiormq rejects an ack or cancel waiting on a connection that closes with no reason given
+    # with `Exception` itself (FutureStore.reject_all); a handler that let it through
+    # dead-lettered its task message and left its drone without a consumer.
+    with pytest.raises(BrokerUnavailable), translated_errors():
+        raise Exception()
+
+
+def test_a_bug_is_not_mistaken_for_an_outage() -> None:
+    with pytest.raises(ValueError, match="a bug"), translated_errors():
+        raise ValueError("a bug")

@@ -16,7 +16,7 @@ from shared.broker.queues import Queues, QueueSpec
 from shared.broker.rabbitmq.channels import ChannelPools
 from shared.broker.rabbitmq.connection import RobustConnection
 from shared.broker.rabbitmq.consumers import AmqpConsumer, TopicSubscription
-from shared.broker.rabbitmq.errors import DRIVER_ERRORS, translated_errors
+from shared.broker.rabbitmq.errors import is_driver_error, translated_errors
 from shared.broker.rabbitmq.hub import ConsumerHub
 from shared.broker.rabbitmq.topology import Topology, wait_ready
 from shared.errors import BrokerUnavailable
@@ -117,7 +117,9 @@ class RabbitMQBroker:
         if self._connection is not None:
             try:
                 await self._connection.close()
-            except DRIVER_ERRORS as e:
+            except Exception as e:
+                if not is_driver_error(e):
+                    raise
                 log.debug("closing the RabbitMQ connection: %r", e)
 
     async def _drain(self, hub: ConsumerHub) -> None:
@@ -234,7 +236,9 @@ class RabbitMQBroker:
                 continue
             try:
                 await self._repair(suspects)
-            except (*DRIVER_ERRORS, TimeoutError) as e:  # type: ignore[misc]
+            except Exception as e:  # TimeoutError is an OSError, so a driver error too
+                if not is_driver_error(e):
+                    raise
                 log.info("consumer repair deferred: %r", e)
 
     async def _repair(self, suspects: set[object]) -> None:

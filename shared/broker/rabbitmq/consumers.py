@@ -11,7 +11,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from shared.broker import Handler, TopicHandler
 from shared.broker.policy import ACK, REQUEUE, Verdict, run_handler, run_topic_handler
 from shared.broker.queues import QueueSpec
-from shared.broker.rabbitmq.errors import DRIVER_ERRORS, translated_errors
+from shared.broker.rabbitmq.errors import is_driver_error, translated_errors
 from shared.broker.rabbitmq.hub import Attachment, ConsumerHub, Listening
 
 # The adapter logs under one name, as it did when it was one module.
@@ -122,7 +122,9 @@ async def consuming(channel: AbstractRobustChannel, tag: str) -> bool:
         return False
     try:
         underlay = await channel.get_underlay_channel()
-    except DRIVER_ERRORS:
+    except Exception as e:
+        if not is_driver_error(e):
+            raise
         return False
     # aiormq's Channel keeps its live consumers by tag; the abstract type does not say so.
     return tag in underlay.consumers  # type: ignore[attr-defined]
@@ -136,7 +138,9 @@ async def settle_quietly(message: AbstractIncomingMessage, verdict: Verdict) -> 
             await message.ack()
         else:
             await message.reject(requeue=verdict is REQUEUE)
-    except DRIVER_ERRORS as e:
+    except Exception as e:
+        if not is_driver_error(e):
+            raise
         log.info("could not settle a message (RabbitMQ will redeliver it): %r", e)
 
 

@@ -20,6 +20,15 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (
     RuntimeError,
     StopAsyncIteration,
 )
+
+
+def is_driver_error(error: BaseException) -> bool:
+    """Whether `error` is the connection failing. aiormq also rejects what waits on a connection
+    that closes with no reason given (a basic.ack or basic.cancel being written) with a bare
+    `Exception` (`FutureStore.reject_all`): the same outage, in the most unusual form."""
+    return isinstance(error, DRIVER_ERRORS) or type(error) is Exception
+
+
 # An error a retry cannot fix: a queue redeclared with other arguments.
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (aio_pika.exceptions.ChannelPreconditionFailed,)
 
@@ -31,5 +40,7 @@ def translated_errors() -> Iterator[None]:
         yield
     except PERMANENT_ERRORS as e:
         raise BrokerError(f"RabbitMQ refused: {e}") from None
-    except DRIVER_ERRORS as e:
+    except Exception as e:
+        if not is_driver_error(e):
+            raise
         raise BrokerUnavailable(f"RabbitMQ: {type(e).__name__}: {e}") from None

@@ -19,7 +19,7 @@ from aio_pika.abc import (
 from shared.broker.policy import HandlerTasks
 from shared.broker.queues import QueueSpec
 from shared.broker.rabbitmq.channels import ChannelPools, ChannelSlot
-from shared.broker.rabbitmq.errors import DRIVER_ERRORS
+from shared.broker.rabbitmq.errors import is_driver_error
 from shared.broker.rabbitmq.topology import Topology
 
 # The adapter logs under one name, as it did when it was one module.
@@ -106,7 +106,9 @@ class ConsumerHub:
             # (connection down) recovery does not bring the consumer back.
             async with asyncio.timeout(self._timeout_s):
                 await attachment.queue.cancel(attachment.tag)
-        except DRIVER_ERRORS as e:
+        except Exception as e:
+            if not is_driver_error(e):
+                raise
             log.debug("cancelling consumer %s of %s: %r", attachment.tag, attachment.queue.name, e)
 
     async def listen(self, topic: str, callback: Callback) -> Listening:
@@ -130,5 +132,7 @@ class ConsumerHub:
                 await listening.queue.cancel(listening.tag)
                 # Also makes the robust channel forget the queue, so recovery won't redeclare it.
                 await listening.channel.queue_delete(listening.queue.name)
-        except DRIVER_ERRORS as e:
+        except Exception as e:
+            if not is_driver_error(e):
+                raise
             log.debug("cancelling topic queue %s: %r", listening.queue.name, e)
