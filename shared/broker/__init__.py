@@ -57,6 +57,9 @@ class Broker(Protocol):
 
     - Queues are declared on first use from their QueueSpec; publishing to a queue with no
       consumer keeps the message until one comes (or until `message_ttl_s` runs out).
+    - A durable broker keeps a queue's messages through its own restart only when its spec is
+      `persistent`; the others may be lost then, and the dispatcher replays them from the store
+      (`Queues.restart_marker` tells it so).
     - A queue with `max_priority` hands out higher priorities first, FIFO within a priority.
     - `consume` runs at most `prefetch` handlers of one consumer at a time; with prefetch=1
       messages are handled strictly one after another in queue order.
