@@ -17,11 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from tests.conftest import skip_or_fail
 from tests.e2e.clients import WsClient, result_message, task_body
 from tests.mongod import MongodServer, mongod_server
 from tests.processes import Cluster, cluster_env
-from tests.rabbitmq_node import RabbitMQNode, available, private_rabbitmq
+from tests.rabbitmq_node import RabbitMQNode
 from tests.scrape import wait_status
 from tests.sim import SimDrone
 from tests.steady_load import (
@@ -40,18 +39,6 @@ RECOVERY_BOUND_S = 2.0
 OUTAGE_S = 4.0
 AFTER_S = 4.0
 READY_AGAIN_TIMEOUT_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def rabbitmq_node() -> Iterator[RabbitMQNode]:
-    if not os.environ.get("DRONEFLOW_TEST_RABBITMQ_URL"):
-        pytest.skip(
-            "RabbitMQ fault tests run with the RabbitMQ tests (DRONEFLOW_TEST_RABBITMQ_URL)"
-        )
-    if not available():
-        skip_or_fail("RabbitMQ fault tests need rabbitmq-server and rabbitmqctl to start a node")
-    with private_rabbitmq() as node:
-        yield node
 
 
 @pytest.fixture

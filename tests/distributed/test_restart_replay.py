@@ -4,9 +4,8 @@ not after a reconnect to a node that kept them. On a private node: these tests r
 
 import asyncio
 import contextlib
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,24 +19,11 @@ from shared.models import NewTask
 from shared.protocol import encode_task_envelope
 from shared.settings import Settings
 from shared.store.sqlite import SQLiteTaskStore
-from tests.conftest import skip_or_fail
-from tests.rabbitmq_node import RabbitMQNode, available, private_rabbitmq
+from tests.rabbitmq_node import RabbitMQNode
 
 pytestmark = [pytest.mark.distributed, pytest.mark.rabbitmq, pytest.mark.timeout(300)]
 
 WAIT_S = 60.0  # a check waits out the node's return, which is slow on a loaded machine
-
-
-@pytest.fixture(scope="module")
-def rabbitmq_node() -> Iterator[RabbitMQNode]:
-    if not os.environ.get("DRONEFLOW_TEST_RABBITMQ_URL"):
-        pytest.skip(
-            "RabbitMQ fault tests run with the RabbitMQ tests (DRONEFLOW_TEST_RABBITMQ_URL)"
-        )
-    if not available():
-        skip_or_fail("RabbitMQ fault tests need rabbitmq-server and rabbitmqctl to start a node")
-    with private_rabbitmq() as node:
-        yield node
 
 
 @dataclass
