@@ -3,10 +3,9 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 
 from shared.announce import after_release, enqueue, notify_status, resend_final_states
-from shared.broker import Broker, Delivery
+from shared.broker import Broker, Delivery, connection_listeners
 from shared.clock import iso_after, iso_before, now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
 from shared.metrics import TASKS_RELEASED, TASKS_ROUTED, task_finished, task_redelivered
@@ -219,9 +218,7 @@ class Dispatcher:
             return
         replays = self._replays_hops
         # Told when the connection comes back (RabbitMQBroker; through the health wrapper too).
-        listeners: list[Callable[[str | None], None]] | None = getattr(
-            self.broker, "connection_listeners", None
-        )
+        listeners = connection_listeners(self.broker)
         if replays and listeners is not None:
             listeners.append(self._on_connection)
         subscription = await self.broker.consume(

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
-from shared.broker import Broker
+from shared.broker import Broker, connection_listeners
 from shared.broker.queues import Queues
 from shared.errors import TRANSIENT_ERRORS, DroneflowError, StoreUnavailable
 from shared.metrics import DEPENDENCY_REFUSALS, DEPENDENCY_UP
@@ -164,9 +164,7 @@ def observed_adapters(
     store_health = Dependency("store", service)
     # A broker that reports its connection (RabbitMQBroker) is known away even while no call
     # is made, as in a consumer-only service.
-    listeners: list[Callable[[str | None], None]] | None = getattr(
-        broker, "connection_listeners", None
-    )
+    listeners = connection_listeners(broker)
     if listeners is not None:
         listeners.append(broker_health.on_connection)
     return (

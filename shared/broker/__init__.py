@@ -35,6 +35,17 @@ class Delivery(Protocol):
 
 Handler = Callable[[Delivery], Awaitable[None]]
 TopicHandler = Callable[[bytes], Awaitable[None]]
+# Called with why the connection was lost, or with None when it is back.
+ConnectionListener = Callable[[str | None], None]
+
+
+def connection_listeners(broker: object) -> list[ConnectionListener] | None:
+    """The listeners a broker that reports its connection (RabbitMQBroker) calls on each loss and
+    return, to append to; None for one that has no connection to lose (the in-memory broker).
+    Not part of the port: only a consumer-only service needs it, to act between calls. The
+    health wrapper forwards attribute reads, so this sees through it."""
+    listeners: list[ConnectionListener] | None = getattr(broker, "connection_listeners", None)
+    return listeners
 
 
 class Subscription(Protocol):

@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from types import TracebackType
 from typing import Self, cast
@@ -11,7 +11,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
-from shared.broker import Handler, Outgoing, TopicHandler
+from shared.broker import ConnectionListener, Handler, Outgoing, TopicHandler
 from shared.broker.queues import Queues, QueueSpec
 from shared.broker.rabbitmq.channels import ChannelPools
 from shared.broker.rabbitmq.connection import RobustConnection
@@ -66,7 +66,7 @@ class RabbitMQBroker:
         self._watchdog: asyncio.Task[None] | None = None
         self._publishing = 0  # publishes awaiting their confirm
         self._closed = False
-        self.connection_listeners: list[Callable[[str | None], None]] = []
+        self.connection_listeners: list[ConnectionListener] = []
         """Told the reason when the connection is lost, None when it is back."""
 
     async def __aenter__(self) -> Self:
