@@ -371,7 +371,10 @@ class AppClient:
         if status == "completed":
             await self._fetch_result(handle.task_id)
             return
-        if status not in TERMINAL_STATUSES and status == (handle.status or "pending"):
+        if status not in TERMINAL_STATUSES and (
+            status == (handle.status or "pending")
+            or handle.predates_last_update(task.get("updated_at"))
+        ):
             return
         self._tracker.deliver(
             TaskUpdate(

@@ -15,6 +15,7 @@ from typing import Any, Final
 import orjson
 
 from droneflow.client.errors import ClientError, TaskFailed
+from shared.clock import parse_timestamp
 from shared.lifecycle import TERMINAL_STATUSES
 from shared.protocol import PROCESSING_RESULT_RECEIVED, TASK_STATUS_UPDATE
 
@@ -128,6 +129,17 @@ class TaskHandle:
     @property
     def done(self) -> bool:
         return self._final is not None
+
+    def predates_last_update(self, updated_at: str | None) -> bool:
+        """Whether a stored snapshot stamped `updated_at` is older than the last update seen. A
+        REST read can be answered after a newer notification overtook it; applying it would
+        move the task backwards."""
+        if not self.history or updated_at is None or self.history[-1].timestamp is None:
+            return False
+        try:
+            return parse_timestamp(updated_at) <= parse_timestamp(self.history[-1].timestamp)
+        except ValueError:
+            return False
 
     def record(self, update: TaskUpdate) -> bool:
         """Add an update unless it repeats one or follows the final state."""

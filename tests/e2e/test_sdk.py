@@ -166,6 +166,28 @@ async def test_sdk_survives_kill_9_and_delivers_the_result_once(
     assert sorted(gate.runs) == sorted([handle.task_id, second.task_id])
 
 
+async def test_sdk_ignores_a_stored_snapshot_older_than_a_notification(server: Server) -> None:
+    # A submission that crossed a reconnect reads its task back over REST; that read can be
+    # answered after the drone's progress notification has already arrived.
+    gate = Gate()
+    async with AppClient(server.base_url, app_id="SdkApp", backoff=fast_backoff()) as app:
+        handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
+        stale = await app.get_task(handle.task_id)
+        async with running(make_worker(server.base_url, "SdkDrone", gate)):
+            await asyncio.wait_for(gate.started.get(), 10)
+            updates = handle.updates()
+            await asyncio.wait_for(anext(updates), 10)
+
+            # When the stale pending snapshot is applied after the progress
+            await app._apply_snapshot(handle, stale)
+            gate.opened.set()
+            await handle.result(timeout=10)
+
+    # Then the task never went back to pending
+    assert stale["status"] == "pending"
+    assert [u.status for u in handle.history] == ["processing", "completed"]
+
+
 async def test_sdk_sync_facade_serves_a_script(server: Server) -> None:
     gate = Gate()
     gate.opened.set()
