@@ -95,7 +95,8 @@ class Dispatcher:
             # the stamp: it only tells the sweep not to re-send the task, and a claim that
             # wins the race leaves it unset (the sweep re-sends only queued tasks). Both are
             # awaited before the intake message is settled, so a failure of either requeues it.
-            await all_of(self.store.mark_dispatched(task_id), send)
+            # The send goes first: its frame then leaves before the stamp's driver work runs.
+            await all_of(send, self.store.mark_dispatched(task_id))
         else:
             await send
         TASKS_ROUTED.inc()
