@@ -26,8 +26,8 @@ WRITER_CHECKPOINT_PAGES: Final = 10_000
 CHECKPOINT_EVERY_JOBS: Final = 250
 """Jobs between two requests to _Checkpointer. The writer's own checkpoint (when the WAL passes
 WRITER_CHECKPOINT_PAGES) fsyncs the WAL written since _Checkpointer last did: after 2,000 jobs
-that was 20-30 ms with the writer, and every store call behind it, stopped, about once a second
-at 400 tasks/s, which set p99 (bench/EMBEDDED.md). After 250 it is a few milliseconds."""
+that was 20-30 ms with the writer, and every store call behind it, stopped, about every two
+seconds at 400 tasks/s, which set p99 (bench/EMBEDDED.md). After 250 it is a few milliseconds."""
 CHECKPOINT_INTERVAL_S: Final = 1.0
 _WRITE_LOCK_POLL_S: Final = (0.0002, 0.002)
 """First and longest pause between two attempts at the write lock (see _begin_write)."""
