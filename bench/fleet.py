@@ -48,9 +48,9 @@ class PhaseResult:
     drone_tasks: int = 0
     redelivered: int = 0
     cancelled: int = 0
-    # (bench_id, sent, received) on the wall clock, which the server's timestamps share: with
-    # the store's created/delivered/finished times they split each round trip into legs.
-    wall_times: list[tuple[str, float, float]] = field(default_factory=list)
+    # (app_id, bench_id, sent, received) on the wall clock, which the server's timestamps
+    # share: with the store's created/delivered/finished times they split round trips into legs.
+    wall_times: list[tuple[str, str, float, float]] = field(default_factory=list)
 
     def merge(self, other: "PhaseResult") -> None:
         for mine, theirs in zip(self.latencies_s, other.latencies_s, strict=True):
@@ -187,7 +187,7 @@ class Application:
             return
         received = now()
         result.latencies_s[entry[1] - 1].append(received - entry[0])
-        result.wall_times.append((bench_id, entry[2], entry[2] + received - entry[0]))
+        result.wall_times.append((self.app_id, bench_id, entry[2], entry[2] + received - entry[0]))
         result.received += 1
         result.last_receive = received
         if message.get("success") is False:

@@ -25,26 +25,31 @@ def _seconds(text: str) -> float:
     return datetime.fromisoformat(text).timestamp() + 0.0005
 
 
-def server_stamps(db_path: Path) -> dict[str, tuple[float, float, float]]:
-    """bench_id → (created, delivered, finished) of every finished task in the store."""
-    stamps: dict[str, tuple[float, float, float]] = {}
+Stamps = dict[tuple[str, str], tuple[float, float, float]]
+
+
+def server_stamps(db_path: Path) -> Stamps:
+    """(app_id, bench_id) → (created, delivered, finished) of every finished task in the store;
+    every app numbers its tasks alike."""
+    stamps: Stamps = {}
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as connection:
         rows = connection.execute(
-            "SELECT input_data, created_at, delivered_at, finished_at FROM processingTasks"
+            "SELECT app_id, input_data, created_at, delivered_at, finished_at FROM processingTasks"
             " WHERE finished_at IS NOT NULL AND delivered_at IS NOT NULL"
         )
-        for input_data, created, delivered, finished in rows:
+        for app_id, input_data, created, delivered, finished in rows:
             bench_id = json.loads(input_data).get("bench_id")
             if isinstance(bench_id, str):
-                stamps[bench_id] = (_seconds(created), _seconds(delivered), _seconds(finished))
+                times = (_seconds(created), _seconds(delivered), _seconds(finished))
+                stamps[app_id, bench_id] = times
     return stamps
 
 
-def print_legs(title: str, runs: list[Run], stamps: dict[str, tuple[float, float, float]]) -> None:
+def print_legs(title: str, runs: list[Run], stamps: Stamps) -> None:
     legs: dict[str, list[float]] = {leg: [] for leg in (*LEGS, "total")}
     for run in runs:
-        for bench_id, sent, received in run.result.wall_times:
-            if (times := stamps.get(bench_id)) is None:
+        for app_id, bench_id, sent, received in run.result.wall_times:
+            if (times := stamps.get((app_id, bench_id))) is None:
                 continue
             created, delivered, finished = times
             moments = (sent, created, delivered, finished, received)
