@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,9 @@ class PhaseResult:
     drone_tasks: int = 0
     redelivered: int = 0
     cancelled: int = 0
+    # (app_id, bench_id, sent, received) on the wall clock, which the server's timestamps
+    # share: with the store's created/delivered/finished times they split round trips into legs.
+    wall_times: list[tuple[str, str, float, float]] = field(default_factory=list)
 
     def merge(self, other: "PhaseResult") -> None:
         for mine, theirs in zip(self.latencies_s, other.latencies_s, strict=True):
@@ -65,6 +69,7 @@ class PhaseResult:
         self.redelivered += other.redelivered
         self.cancelled += other.cancelled
         self.errors.extend(other.errors)
+        self.wall_times.extend(other.wall_times)
         self.first_send = min(self.first_send, other.first_send)
         self.last_receive = max(self.last_receive, other.last_receive)
 
@@ -102,7 +107,7 @@ class Application:
             [self._template(drone_id, priority) for priority in PRIORITIES]
             for drone_id in spec.target_drone_ids
         ]
-        self.pending: dict[str, tuple[float, int]] = {}
+        self.pending: dict[str, tuple[float, int, float]] = {}
         self.result = PhaseResult()
         self.slots = asyncio.Semaphore(spec.inflight)
         self.drained = asyncio.Event()
@@ -145,7 +150,7 @@ class Application:
                 priority = fixed or int(rand() * 5) + 1
                 prefix, suffix = frames[(self.offset + i) % drones][priority - 1]
                 bench_id = f"{phase}{i}"
-                pending[bench_id] = (now(), priority)
+                pending[bench_id] = (now(), priority, time.time())
                 await ws.send(prefix + bench_id.encode() + suffix, text=True)
                 result.sent += 1
         self.all_sent = True
@@ -182,6 +187,7 @@ class Application:
             return
         received = now()
         result.latencies_s[entry[1] - 1].append(received - entry[0])
+        result.wall_times.append((self.app_id, bench_id, entry[2], entry[2] + received - entry[0]))
         result.received += 1
         result.last_receive = received
         if message.get("success") is False:

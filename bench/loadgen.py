@@ -208,6 +208,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="then the Celery peer on RabbitMQ at the same in-flight count (apps x inflight),"
         " without and with publisher confirms; prints the ratios (needs the bench extra)",
     )
+    add(
+        "--legs",
+        action="store_true",
+        help="split each round trip at the times the started server stamped in its SQLite"
+        " store (created, delivered, finished): where the latency goes (bench/legs.py)",
+    )
     add("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/", help="for --vs-celery")
     args = parser.parse_args(argv)
     if args.processes > min(args.apps, args.drones):
@@ -216,6 +222,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--paced-at must be positive")
     if args.paced_at and args.vs_celery:
         parser.error("--vs-celery needs the closed-loop runs; not with --paced-at")
+    if args.legs and (args.url or args.store_url):
+        parser.error("--legs reads the started server's SQLite store; not with --url/--store-url")
     if args.url and (args.broker_url or args.store_url):
         parser.error("--broker-url/--store-url configure the started server; not with --url")
     return args
@@ -245,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
             complete = summarize(paced) and complete
         server = report_server(target)
         healthy = stop_and_report(target)
+        if args.legs and target.log_path is not None:
+            from legs import print_legs, server_stamps
+
+            stamps = server_stamps(target.log_path.parent / "droneflow.db")
+            for title, measured in (("closed-loop runs", runs), ("paced runs", paced)):
+                if measured:
+                    print_legs(title, measured, stamps)
     peers = vs_celery(args, runs) if args.vs_celery and runs else []
     if args.json:
         write_json(args, runs, server, paced=paced, celery=peers)

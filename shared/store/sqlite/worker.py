@@ -23,7 +23,11 @@ MAX_BATCH: Final = 512
 _BUSY_RETRIES: Final = 6
 """BEGIN IMMEDIATE waits BUSY_TIMEOUT_MS for the write lock; give up after this many waits."""
 WRITER_CHECKPOINT_PAGES: Final = 10_000
-CHECKPOINT_EVERY_JOBS: Final = 2000
+CHECKPOINT_EVERY_JOBS: Final = 250
+"""Jobs between two requests to _Checkpointer. The writer's own checkpoint (when the WAL passes
+WRITER_CHECKPOINT_PAGES) fsyncs the WAL written since _Checkpointer last did: after 2,000 jobs
+that was 20-30 ms with the writer, and every store call behind it, stopped, about every two
+seconds at 400 tasks/s, which set p99 (bench/EMBEDDED.md). After 250 it is a few milliseconds."""
 CHECKPOINT_INTERVAL_S: Final = 1.0
 _WRITE_LOCK_POLL_S: Final = (0.0002, 0.002)
 """First and longest pause between two attempts at the write lock (see _begin_write)."""
@@ -125,11 +129,30 @@ class _Checkpointer:
             connection.close()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """The worker's connection. It remembers its busy timeout, so that the two statements that
+    change it run only when a read batch follows a write batch or the other way round: write
+    batches take the lock with none (see _begin_write), reads keep SQLite's own handler. At one
+    task in flight every batch is a write, and switching twice in each was two statements of the
+    four a batch adds to its jobs."""
+
+    busy_timeout_ms = BUSY_TIMEOUT_MS
+
+    def use_busy_timeout(self, ms: int) -> None:
+        if self.busy_timeout_ms != ms:
+            self.execute(f"PRAGMA busy_timeout = {ms}")
+            self.busy_timeout_ms = ms
+
+
+def _connect(path: Path) -> Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: no implicit transactions; _run_batch issues BEGIN and COMMIT.
     connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, cached_statements=256
+        path,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        cached_statements=256,
+        factory=Connection,
     )
     try:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -181,27 +204,28 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _begin_write(connection: sqlite3.Connection) -> None:
+def _begin_write(connection: Connection) -> None:
     """BEGIN IMMEDIATE, trying again for the write lock within a fraction of a millisecond.
     SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between attempts, so when several
     processes write one file (a distributed deployment on SQLite) a writer waited 10-40 ms for a
-    lock that was free again after one; that wait was most of a task's round trip."""
+    lock that was free again after one; that wait was most of a task's round trip.
+
+    The statements inside the transaction run without a busy handler too: once BEGIN IMMEDIATE
+    has the write lock and the read snapshot, none of them waits for another connection (WAL
+    recovery happens in the BEGIN, and COMMIT's own checkpoint is PASSIVE, which never calls
+    the handler)."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS * _BUSY_RETRIES / 1000
     pause_s, longest_s = _WRITE_LOCK_POLL_S
-    connection.execute("PRAGMA busy_timeout = 0")
-    try:
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause_s)
-            pause_s = min(2 * pause_s, longest_s)
-    finally:
-        # Statements inside the transaction keep SQLite's own handler (checkpoints, recovery).
-        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    connection.use_busy_timeout(0)
+    while True:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause_s)
+        pause_s = min(2 * pause_s, longest_s)
 
 
 def _translate(exc: sqlite3.Error) -> StoreError:
@@ -210,7 +234,7 @@ def _translate(exc: sqlite3.Error) -> StoreError:
     return StoreUnavailable(f"SQLite: {exc}")
 
 
-def _run_batch(connection: sqlite3.Connection, batch: list[Job]) -> list[_Outcome]:
+def _run_batch(connection: Connection, batch: list[Job]) -> list[_Outcome]:
     """Run every job in one transaction. Only reads: a deferred BEGIN, which in WAL mode takes
     no lock other writers wait for. A failing job rolls back only its own statement (each job
     is one write statement or a SAVEPOINT), unless SQLite aborted the whole transaction."""
@@ -219,6 +243,8 @@ def _run_batch(connection: sqlite3.Connection, batch: list[Job]) -> list[_Outcom
         if write:
             _begin_write(connection)
         else:
+            # A read may meet WAL recovery by another process at its first step.
+            connection.use_busy_timeout(BUSY_TIMEOUT_MS)
             _retry_busy(lambda: connection.execute("BEGIN"))
     except sqlite3.Error as exc:
         error = _translate(exc)
