@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 
 from shared.announce import after_release, enqueue, notify_status, resend_final_states
 from shared.broker import Broker, Delivery, connection_listeners
@@ -34,15 +33,6 @@ def effective_priority(
         return task.priority
     waited_s = (parse_timestamp(at or now_iso()) - parse_timestamp(task.created_at)).total_seconds()
     return min(MAX_PRIORITY, task.priority + int(waited_s // aging_interval_s))
-
-
-async def all_of(*calls: Awaitable[object]) -> None:
-    """Await every call concurrently, and all of them even when one fails; then raise the first
-    failure. asyncio.gather would return at the first one and leave the others running."""
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
-    if failure is not None:
-        raise failure
 
 
 class Dispatcher:
@@ -83,22 +73,12 @@ class Dispatcher:
         return self.broker.durable or self.settings.aging_interval_s is not None
 
     async def on_intake(self, delivery: Delivery) -> None:
-        if self.settings.aging_interval_s is not None:
-            # The priority a task is sent at depends on how long it waited: read it first.
+        if self._tracks_routing:
             await self._route(task_id_of_envelope(delivery.body))
             return
         # A stale message (task cancelled or already delivered) is dropped by the drone's claim.
-        task_id, drone_id, priority = decode_task_envelope(delivery.body)
-        send = self.broker.publish(self.queues.drone(drone_id), delivery.body, priority=priority)
-        if self._tracks_routing:
-            # The envelope names the drone and the priority, so the message need not wait for
-            # the stamp: it only tells the sweep not to re-send the task, and a claim that
-            # wins the race leaves it unset (the sweep re-sends only queued tasks). Both are
-            # awaited before the intake message is settled, so a failure of either requeues it.
-            # The send goes first: its frame then leaves before the stamp's driver work runs.
-            await all_of(send, self.store.mark_dispatched(task_id))
-        else:
-            await send
+        _, drone_id, priority = decode_task_envelope(delivery.body)
+        await self.broker.publish(self.queues.drone(drone_id), delivery.body, priority=priority)
         TASKS_ROUTED.inc()
 
     async def _route(self, task_id: str) -> None:
