@@ -10,6 +10,7 @@ import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, suppress
 
+import aio_pika
 import pytest
 
 from shared.broker import Broker, Delivery, Handler, Outgoing, Subscription
@@ -624,6 +625,90 @@ async def test_rabbitmq_reattached_consumer_and_listener_keep_receiving_once(
         assert await broker.queue_depth(queue) == 0
     assert inbox.items == bodies("m1", "m2")
     assert heard.items == bodies("b1")
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("settled_by", ["adapter", "handler"])
+async def test_rabbitmq_a_settle_that_never_completes_does_not_stop_its_consumer(
+    rabbitmq_url: str, unique_queues: Queues, monkeypatch: pytest.MonkeyPatch, settled_by: str
+) -> None:
+    # aiormq can leave the ack of a delivery from a channel lost in a RabbitMQ restart waiting
+    # forever (the fault suite caught it): no restart makes that happen on cue, so the real
+    # broker delivers and the first settle is made to never complete.
+    method = "ack" if settled_by == "adapter" else "reject"
+    real_settle = getattr(aio_pika.IncomingMessage, method)
+    stuck: list[bytes] = []
+
+    async def settle_stuck_once(message: aio_pika.IncomingMessage, **kwargs: bool) -> None:
+        if not stuck:
+            stuck.append(message.body)
+            await asyncio.Event().wait()
+        await real_settle(message, **kwargs)
+
+    monkeypatch.setattr(aio_pika.IncomingMessage, method, settle_stuck_once)
+    queue = unique_queues.drone("d1")
+    inbox = Inbox()
+
+    async def handle(delivery: Delivery) -> None:
+        inbox.put(delivery.body)
+        if settled_by == "handler":
+            with suppress(BrokerUnavailable):
+                await delivery.reject(requeue=False)
+
+    async with RabbitMQBroker(rabbitmq_url, unique_queues, timeout_s=0.5) as broker:
+        # Given a consumer with one prefetch slot whose first settle never completes
+        consumer = await broker.consume(queue, handle, prefetch=1)
+        await broker.publish(queue, b"m1")
+        assert await inbox.wait_for(1) == bodies("m1")
+
+        # When the watchdog re-attaches it, as after the restart, and a message follows
+        await consumer.reattach()
+        await broker.publish(queue, b"m2")
+
+        # Then the stuck settle gave its slot back, and the message is handled
+        assert await inbox.wait_for(2) == bodies("m1", "m2")
+        assert stuck == bodies("m1")
+        await consumer.cancel()
+
+
+@pytest.mark.rabbitmq
+async def test_rabbitmq_a_listener_queue_left_without_its_consumer_is_deleted(
+    rabbitmq_url: str, unique_queues: Queues
+) -> None:
+    # After a RabbitMQ restart, a late restore of a topic channel the watchdog had given up on
+    # redeclared its listener queue without the consumer, and broadcasts piled up in it.
+    topic = unique_queues.control
+    heard = Inbox()
+    async with RabbitMQBroker(rabbitmq_url, unique_queues, orphan_listener_expiry_s=0.3) as broker:
+        live = await broker.subscribe(topic, heard.hear)
+        orphan = await broker.subscribe(topic, heard.hear)
+        # Given a listener queue whose consumer is gone, as that restore leaves one
+        listening = orphan._listening
+        assert listening is not None
+        await listening.queue.cancel(listening.tag)
+
+        # Then RabbitMQ deletes it
+        async with asyncio.timeout(TIMEOUT_S):
+            while await _exclusive_queue_exists(rabbitmq_url, listening.queue.name):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # RabbitMQ sends no event for it
+
+        # while a listener with its consumer, older than the expiry, still hears broadcasts
+        await broker.broadcast(topic, b"b1")
+        assert await heard.wait_for(1) == bodies("b1")
+        assert await live.is_attached()
+
+
+async def _exclusive_queue_exists(url: str, name: str) -> bool:
+    """Asked from another connection: an exclusive queue that exists is locked to it."""
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelLockedResource:
+            return True
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False
+    raise AssertionError(f"another connection could declare the exclusive queue {name}")
 
 
 async def _rabbitmqctl(*args: str) -> None:

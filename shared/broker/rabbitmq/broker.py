@@ -34,7 +34,9 @@ class RabbitMQBroker:
     """Durable queues on RabbitMQ. `timeout_s` bounds every wait on RabbitMQ (a declaration, a
     cancel), including a wait for the connection to come back; past it the call raises
     BrokerUnavailable. `publish_timeout_s` bounds a publish and its confirm the same way: a node
-    under a memory or disk alarm takes the frames but confirms nothing until the alarm clears."""
+    under a memory or disk alarm takes the frames but confirms nothing until the alarm clears.
+    A topic listener's queue left with no consumer is deleted by RabbitMQ after
+    `orphan_listener_expiry_s`."""
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class RabbitMQBroker:
         channels_per_pool: int = 16,
         shutdown_timeout_s: float = 5.0,
         write_window_s: float = 0.002,
+        orphan_listener_expiry_s: float = 30.0,
     ) -> None:
         self._url = url
         self._queues = queues
@@ -56,6 +59,7 @@ class RabbitMQBroker:
         self._reconnect_interval_s = reconnect_interval_s
         self._shutdown_timeout_s = shutdown_timeout_s
         self._write_window_s = write_window_s
+        self._orphan_listener_expiry_s = orphan_listener_expiry_s
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._channels = ChannelPools(
@@ -83,7 +87,11 @@ class RabbitMQBroker:
             await connection.connect(timeout=self._timeout_s)
             self._connection = connection
             self._hub = ConsumerHub(
-                connection, self._channels, self._topology, timeout_s=self._timeout_s
+                connection,
+                self._channels,
+                self._topology,
+                timeout_s=self._timeout_s,
+                listener_expiry_s=self._orphan_listener_expiry_s,
             )
             try:
                 # Publisher confirms: `publish` returns only once RabbitMQ has taken the

@@ -68,13 +68,20 @@ class ConsumerHub:
         topology: Topology,
         *,
         timeout_s: float,
+        listener_expiry_s: float,
     ) -> None:
         self._connection = connection
         self._channels = channels
         self._topology = topology
         self._timeout_s = timeout_s
+        self._listener_expiry_ms = max(1, round(listener_expiry_s * 1000))
         self._live: set[Watched] = set()
         self.handlers = HandlerTasks()
+
+    @property
+    def timeout_s(self) -> float:
+        """Also the bound on a settle, which consumers run themselves."""
+        return self._timeout_s
 
     def live(self) -> tuple[Watched, ...]:
         return tuple(self._live)
@@ -117,8 +124,14 @@ class ConsumerHub:
             exchange = await self._topology.declare_topic(channel, topic, robust=True)
             # Named by us, not by the server: the robust channel redeclares it under the same
             # name after a reconnect (exclusive queues die with their connection).
+            # x-expires: a late restore of a channel given up on redeclares its queues, and a
+            # listener queue redeclared without its (forgotten) consumer took every broadcast
+            # until the connection closed. A listening queue is never unused, so never expires.
             queue = await channel.declare_queue(
-                f"{topic}.listener.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+                f"{topic}.listener.{uuid.uuid4().hex}",
+                exclusive=True,
+                auto_delete=True,
+                arguments={"x-expires": self._listener_expiry_ms},
             )
             await queue.bind(exchange, routing_key="")
             # no_ack: broadcasts are fire-and-forget; a lost one is not redelivered anyway.
