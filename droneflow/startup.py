@@ -156,7 +156,18 @@ async def _run_until_signalled(run: Runner, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, print_task_stacks)
     await run(settings, stop)
+
+
+def print_task_stacks() -> None:
+    """On SIGUSR1: where every asyncio task waits, on stderr. faulthandler shows threads only,
+    and a service that stops moving is one coroutine waiting on something that never comes."""
+    tasks = asyncio.all_tasks()
+    for task in tasks:
+        task.print_stack(file=sys.stderr)
+    sys.stderr.write(f"{len(tasks)} asyncio tasks\n")
+    sys.stderr.flush()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

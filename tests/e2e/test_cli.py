@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -499,3 +500,27 @@ def test_simulate_with_a_bad_drone_id_says_why_and_exits_2(cli: Cli) -> None:
     assert only_line(refused.stderr) == (
         "droneflow: 'not a drone id' is not a drone id: letters, digits, - and _"
     )
+
+
+def test_sigusr1_prints_where_every_task_waits_and_the_service_goes_on(tmp_path: Path) -> None:
+    # Given a running service
+    service = serve(tmp_path)
+    try:
+        assert service.process is not None
+        log = tmp_path / "serve.1.log"
+
+        # When it gets SIGUSR1, as an operator sends one to a service that stopped moving
+        service.process.send_signal(signal.SIGUSR1)
+
+        # Then its log shows the stack of every asyncio task, the run itself among them
+        while "asyncio tasks" not in (dump := log.read_text()):
+            assert service.process.poll() is None, dump
+            time.sleep(0.05)  # polls the log for the line it waits for; pytest-timeout bounds it
+        assert "in _run_until_signalled" in dump
+        count = int(dump.split(" asyncio tasks")[0].rsplit("\n", 1)[-1])
+        assert dump.count("Stack for <Task") == count > 1
+        # and it still serves
+        assert httpx.get(service.base_url + "/healthz").status_code == 200
+    finally:
+        service.terminate()
+        service.ensure_dead()
