@@ -19,7 +19,7 @@ from shared.clock import normalize_timestamp, now_iso
 from shared.errors import StatusNotReportable, TaskError, TaskNotFound, TaskNotYours
 from shared.lifecycle import DRONE_REPORTABLE
 from shared.models import TaskRecord
-from shared.protocol import DroneEvent, DroneResult, DroneStatusUpdate
+from shared.protocol import DroneResult, DroneStatusUpdate, encode_drone_event
 from shared.settings import Settings
 from shared.store import TaskStore
 
@@ -75,16 +75,8 @@ class DroneService:
         self, session: DroneSession, task: TaskRecord, report: DroneResult | DroneStatusUpdate
     ) -> None:
         """On to the result writer, with who reported, whose task it is, and when."""
-        is_result = isinstance(report, DroneResult)
-        event = DroneEvent(
-            kind="result" if is_result else "status",
-            drone_id=session.drone_id,
-            app_id=task.app_id,
-            received_at=now_iso(),
-            result=report if isinstance(report, DroneResult) else None,
-            status=report if isinstance(report, DroneStatusUpdate) else None,
-        )
-        await self.broker.publish(self.queues.drone_events, event.encode())
+        event = encode_drone_event(session.drone_id, task.app_id, now_iso(), report)
+        await self.broker.publish(self.queues.drone_events, event)
 
     async def _owned_task(
         self, session: DroneSession, task_id: str, claimed_drone: str | None

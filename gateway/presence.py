@@ -15,10 +15,11 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 from gateway.connections import DroneSession, Registry
-from shared.clock import now_iso
+from shared.clock import format_timestamp, now_iso
 from shared.errors import TRANSIENT_ERRORS
 from shared.protocol import ApplicationInfo, DroneInfo
 from shared.settings import Settings
@@ -33,6 +34,11 @@ SCAN_SLICE: Final = 1000
 for tens of ms on a busy box (py-spy, bench/connections.py)."""
 
 
+def epoch_iso(seconds: float) -> str:
+    """A time.time() value as now_iso() would have written it then."""
+    return format_timestamp(datetime.fromtimestamp(seconds, UTC))
+
+
 def gateway_name(settings: Settings) -> str:
     return settings.gateway_name or f"{socket.gethostname()}:{settings.port}"
 
@@ -42,13 +48,15 @@ class DroneTicket:
     """One drone connection as the board knows it; the socket's loop stamps `last_seen`. The
     board notes what it last sent of it (`written_*`): an unchanged ticket is not sent again.
     It keeps a serial number rather than its session id, a string longer than it is used:
-    bench/connections.py counts memory per idle socket."""
+    bench/connections.py counts memory per idle socket. `last_seen` is time.time(), stamped
+    on every frame the drone sends, and only made a timestamp when written (a few µs a frame
+    went to formatting ones never read)."""
 
     session: DroneSession
     serial: int
     connected_at: str = field(default_factory=now_iso)
-    last_seen: str = field(default_factory=now_iso)
-    written_last_seen: str = ""
+    last_seen: float = field(default_factory=time.time)
+    written_last_seen: float = -1.0
     written_held: int = NOT_WRITTEN
 
 
@@ -106,7 +114,7 @@ class PresenceBoard:
                         t.session.drone_id,
                         self.gateway,
                         t.connected_at,
-                        t.last_seen,
+                        epoch_iso(t.last_seen),
                         capacity=t.session.capacity,
                         held=held,
                     )

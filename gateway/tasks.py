@@ -1,9 +1,9 @@
 """Task submission and cancellation, shared by the REST routes and the application socket."""
 
-import asyncio
 import logging
 
 from gateway.admission import TaskAdmission
+from gateway.deadlines import Deadlines
 from shared.announce import enqueue, notify_status
 from shared.broker import Broker
 from shared.broker.queues import Queues
@@ -29,6 +29,7 @@ class TaskService:
         self.broker_health = broker_health
         self.queues: Queues = settings.queues
         self.admission = TaskAdmission(settings, store)
+        self._publish_deadlines = Deadlines(settings.publish_timeout_s)
 
     async def submit(self, app_id: str, request: TaskRequest) -> CreateOutcome:
         """Raises LimitExceeded when the app is over its rate or pending limit."""
@@ -66,8 +67,7 @@ class TaskService:
             health.deferred()
             return
         try:
-            async with asyncio.timeout(self.settings.publish_timeout_s):
-                await enqueue(self.broker, self.queues, task)
+            await self._publish_deadlines.run(enqueue(self.broker, self.queues, task))
         except (BrokerUnavailable, TimeoutError) as exc:
             health.failed(str(exc) or "no publish confirm within DRONEFLOW_PUBLISH_TIMEOUT_S")
             health.deferred()

@@ -324,6 +324,25 @@ class DroneEvent(BaseModel):
         return construct_trusted(cls, data)
 
 
+def encode_drone_event(
+    drone_id: str, app_id: str, received_at: str, report: DroneResult | DroneStatusUpdate
+) -> bytes:
+    """A DroneEvent's bytes without building the event: the gateway sends one per report, and
+    `report` was validated when its frame came in. Its `__dict__` holds exactly its fields
+    (`extra="ignore"`), in order, so it encodes as its model_dump would."""
+    is_result = isinstance(report, DroneResult)
+    return orjson.dumps(
+        {
+            "kind": "result" if is_result else "status",
+            "drone_id": drone_id,
+            "app_id": app_id,
+            "received_at": received_at,
+            "result": report.__dict__ if is_result else None,
+            "status": None if is_result else report.__dict__,
+        }
+    )
+
+
 _EVENT_FIELDS: Final = frozenset(DroneEvent.model_fields)
 _RESULT_FIELDS: Final = frozenset(DroneResult.model_fields)
 _STATUS_FIELDS: Final = frozenset(DroneStatusUpdate.model_fields)

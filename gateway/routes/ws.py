@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from time import time
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -382,7 +383,7 @@ async def drone_socket(websocket: WebSocket, drone_id: str, state: GatewayState)
     ticket = state.presence.drone_joined(session)
 
     async def handle(frame: dict[str, Any]) -> str | None:
-        ticket.last_seen = now_iso()
+        ticket.last_seen = time()
         kind = frame["type"]
         if kind == PING:
             return PONG_FRAME

@@ -13,8 +13,10 @@ from shared.protocol import (
     CreateTaskRequest,
     DroneEvent,
     DroneResult,
+    DroneStatusUpdate,
     TaskRequest,
     drone_task_frame,
+    encode_drone_event,
     result_received_frame,
     status_update_frame,
     welcome_frame,
@@ -205,3 +207,36 @@ def test_drone_event_envelope_round_trips_and_tolerates_another_versions_fields(
     newer["trace_id"] = "x"
     decoded = DroneEvent.decode(orjson.dumps(newer))
     assert decoded.result == result and decoded.drone_id == "D1"
+
+
+def test_the_gateways_drone_event_bytes_are_the_models() -> None:
+    """The gateway encodes a report's event without building a DroneEvent: the bytes must be
+    what DroneEvent.encode gives, for results and status updates, extra input fields dropped,
+    and a timestamp the gateway rewrote after validation."""
+    result = DroneResult.model_validate(
+        {
+            "task_id": "t1",
+            "drone_id": "D1",
+            "success": False,
+            "error_message": "no",
+            "result_data": {"a": [1, {"b": None}]},
+            "processing_time": 0.5,
+            "unknown": 1,
+        }
+    )
+    result.timestamp = "2026-12-02T10:00:00.000Z"
+    status = DroneStatusUpdate.model_validate(
+        {"task_id": "t1", "status": "processing", "additional_data": {"progress": 50}, "x": 2}
+    )
+    for kind, report in (("result", result), ("status", status)):
+        model = DroneEvent(
+            kind=kind,  # type: ignore[arg-type]
+            drone_id="D1",
+            app_id="A1",
+            received_at="2026-12-02T10:00:01.000Z",
+            result=report if isinstance(report, DroneResult) else None,
+            status=report if isinstance(report, DroneStatusUpdate) else None,
+        )
+        fast = encode_drone_event("D1", "A1", "2026-12-02T10:00:01.000Z", report)
+        assert fast == model.encode()
+        assert DroneEvent.decode(fast) == model

@@ -137,3 +137,19 @@ async def test_board_forgets_drones_that_leave_while_it_scans(gateway: Gateway) 
 
     # Then none of them is listed
     assert await gateway.listed() == []
+
+
+async def test_board_writes_when_a_drone_was_last_seen_as_a_timestamp(gateway: Gateway) -> None:
+    # Given a drone announced, that then sends a frame (the socket stamps the ticket)
+    board = gateway.board
+    ticket = board.drone_joined(gateway.drone("D1"))
+    await board.sync()
+    ticket.last_seen = 4102444800.25  # 2100-01-01T00:00:00.250Z
+
+    # When the board writes again
+    await board.sync()
+
+    # Then that entry alone was written, with the moment as the store's timestamps are
+    assert gateway.store.written[-1] == [board.session_id(ticket)]
+    [entry] = await gateway.store.live_presence("drone")
+    assert entry.last_seen == "2100-01-01T00:00:00.250Z"
