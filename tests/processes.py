@@ -76,6 +76,18 @@ class ServiceProcess:
                     pass
                 await asyncio.sleep(0.05)
 
+    async def task_stacks(self, timeout_s: float = 10.0) -> str:
+        """Where each of its asyncio tasks waits (SIGUSR1; droneflow.startup), from its log."""
+        if self.process is None or self.process.poll() is not None:
+            return f"{self.name}: not running\n"
+        log = self.log_dir / f"{self.name}.{self.starts}.log"
+        before = len(log.read_bytes())
+        self.process.send_signal(signal.SIGUSR1)
+        async with asyncio.timeout(timeout_s):
+            while b" asyncio tasks\n" not in (dump := log.read_bytes()[before:]):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # a log file sends no event
+        return f"--- {self.name}\n{_our_stacks(dump.decode(errors='replace'))}"
+
     def kill9(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -154,3 +166,14 @@ def cluster_env(rabbitmq_url: str, tmp_path: Path, **extra: str) -> dict[str, st
         "DRONEFLOW_AUTH": "disabled",  # gateways default to tokens; tests/e2e/test_auth*.py
         **extra,
     }
+
+
+OUR_PACKAGES = ("/shared/", "/gateway/", "/dispatcher/", "/result_writer/", "/droneflow/")
+
+
+def _our_stacks(dump: str) -> str:
+    """The stacks that pass through droneflow's code: a gateway runs a task per socket, and a
+    failed test's message must stay readable."""
+    blocks = dump.split("Stack for ")
+    ours = [b for b in blocks[1:] if any(package in b for package in OUR_PACKAGES)]
+    return "".join("Stack for " + block for block in ours) + blocks[-1].rsplit("\n", 2)[-2] + "\n"

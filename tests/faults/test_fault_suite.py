@@ -95,7 +95,11 @@ async def restart_rabbitmq() -> None:
 
 
 async def _run(
-    workload: Workload, faults: list[tuple[str, Any]], base_url: str, title: str
+    workload: Workload,
+    faults: list[tuple[str, Any]],
+    base_url: str,
+    title: str,
+    services: list[ServiceProcess],
 ) -> None:
     report = WorkloadReport()
     workload.start()
@@ -106,7 +110,9 @@ async def _run(
     await workload.inject(faults, report)
     await submitting
     missing = await workload.finish(timeout_s=180)
-    assert missing == {app.app_id: set() for app in workload.apps}
+    if any(missing.values()):
+        stacks = [await service.task_stacks() for service in services]
+        pytest.fail(f"tasks never finished: {missing}\nwhere services wait:\n{''.join(stacks)}")
     await check_invariants(workload, base_url, report)
     print("\n".join(["", f"{title} fault suite:", *report.lines()]))
     assert report.by_error_code["max_attempts"] >= 1, "the silent tasks should have failed"
@@ -132,7 +138,11 @@ async def embedded(tmp_path: Path) -> AsyncIterator[ServiceProcess]:
 async def test_fault_suite_embedded_survives_kill_9(embedded: ServiceProcess) -> None:
     workload = build_workload([embedded.ws_url])
     await _run(
-        workload, [("kill -9 droneflow serve", _restart(embedded))], embedded.base_url, "embedded"
+        workload,
+        [("kill -9 droneflow serve", _restart(embedded))],
+        embedded.base_url,
+        "embedded",
+        [embedded],
     )
 
 
@@ -154,7 +164,7 @@ async def test_fault_suite_distributed_survives_kill_9_of_each_service_and_rabbi
             ("restart RabbitMQ", restart_rabbitmq),
         ]
         label = "distributed" + ("" if not store_env else ", MongoDB")
-        await _run(workload, faults, cluster.gateways[1].base_url, label)
+        await _run(workload, faults, cluster.gateways[1].base_url, label, cluster.services)
 
 
 @pytest.mark.rabbitmq
@@ -178,7 +188,8 @@ async def test_fault_suite_distributed_survives_kill_9_of_mongod(cluster_factory
         workload = build_workload(cluster.ws_urls)
         kill = _kill_mongod_mid_load(workload, mongod)
         faults = [("kill -9 mongod", kill), ("kill -9 mongod again", kill), ("and again", kill)]
-        await _run(workload, faults, cluster.gateways[1].base_url, "distributed, mongod killed")
+        title = "distributed, mongod killed"
+        await _run(workload, faults, cluster.gateways[1].base_url, title, cluster.services)
 
 
 def _kill_mongod_mid_load(workload: Workload, mongod: MongodServer):  # type: ignore[no-untyped-def]

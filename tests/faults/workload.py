@@ -98,7 +98,9 @@ class Workload:
             )
 
     async def finish(self, timeout_s: float) -> dict[str, set[str]]:
-        missing = {app.app_id: await app.wait_all_final(timeout_s) for app in self.apps}
+        # One deadline for all: waited in turn, five stuck apps took 15 minutes to report.
+        waits = await asyncio.gather(*(app.wait_all_final(timeout_s) for app in self.apps))
+        missing = {app.app_id: wait for app, wait in zip(self.apps, waits, strict=True)}
         self.stop.set()
         await asyncio.gather(*self._runners, return_exceptions=True)
         return missing
