@@ -150,7 +150,10 @@ async def settle_quietly(
                 await message.ack()
             else:
                 await message.reject(requeue=verdict is REQUEUE)
-    except Exception as e:  # TimeoutError is an OSError, so a driver error too
+    except TimeoutError:
+        # Unlike a closed channel, not routine: worth seeing at the default log level.
+        log.warning("gave up settling a message after %s s (RabbitMQ will redeliver it)", timeout_s)
+    except Exception as e:
         if not is_driver_error(e):
             raise
         log.info("could not settle a message (RabbitMQ will redeliver it): %r", e)
