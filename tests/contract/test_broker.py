@@ -9,8 +9,10 @@ import asyncio
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, suppress
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
+import aiormq
 import pytest
 
 from shared.broker import Broker, Delivery, Handler, Outgoing, Subscription
@@ -678,6 +680,7 @@ async def test_rabbitmq_a_settle_that_never_completes_does_not_stop_its_consumer
 
 
 @pytest.mark.rabbitmq
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 async def test_rabbitmq_a_listener_queue_left_without_its_consumer_is_deleted(
     rabbitmq_url: str, unique_queues: Queues
 ) -> None:
@@ -685,23 +688,36 @@ async def test_rabbitmq_a_listener_queue_left_without_its_consumer_is_deleted(
     # redeclared its listener queue without the consumer, and broadcasts piled up in it.
     topic = unique_queues.control
     heard = Inbox()
-    async with RabbitMQBroker(rabbitmq_url, unique_queues, orphan_listener_expiry_s=0.3) as broker:
+    async with RabbitMQBroker(rabbitmq_url, unique_queues, orphan_listener_expiry_s=1.5) as broker:
         live = await broker.subscribe(topic, heard.hear)
-        orphan = await broker.subscribe(topic, heard.hear)
-        # Given a listener queue whose consumer is gone, as that restore leaves one
+        orphan = await broker.subscribe(topic, Inbox().hear)
         listening = orphan._listening
         assert listening is not None
-        await listening.queue.cancel(listening.tag)
+        # Given a listener queue given up on (its delete failed on the dead channel; here it
+        # succeeds) and then redeclared and bound by a late restore, without its consumer
+        await orphan.cancel()
+        await listening.queue.restore()  # type: ignore[attr-defined]  # a RobustQueue's
+        assert await _exclusive_queue_exists(rabbitmq_url, listening.queue.name)
 
-        # Then RabbitMQ deletes it
+        # Then RabbitMQ deletes it (asked with rabbitmqctl: a declare would renew its lease)
         async with asyncio.timeout(TIMEOUT_S):
-            while await _exclusive_queue_exists(rabbitmq_url, listening.queue.name):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)  # RabbitMQ sends no event for it
+            while listening.queue.name in await _queue_names(rabbitmq_url):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)  # RabbitMQ sends no event for it
 
         # while a listener with its consumer, older than the expiry, still hears broadcasts
         await broker.broadcast(topic, b"b1")
         assert await heard.wait_for(1) == bodies("b1")
         assert await live.is_attached()
+
+
+async def _queue_names(url: str) -> list[str]:
+    vhost = unquote(urlsplit(url).path[1:]) or "/"
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "list_queues", "-q", "-p", vhost, "name", stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    return stdout.decode().split()
 
 
 async def _exclusive_queue_exists(url: str, name: str) -> bool:
@@ -710,7 +726,7 @@ async def _exclusive_queue_exists(url: str, name: str) -> bool:
         channel = await connection.channel()
         try:
             await channel.declare_queue(name, passive=True)
-        except aio_pika.exceptions.ChannelLockedResource:
+        except aiormq.exceptions.ChannelLockedResource:
             return True
         except aio_pika.exceptions.ChannelNotFoundEntity:
             return False
