@@ -57,6 +57,9 @@ async def test_result_writer_started_while_rabbitmq_is_down_serves_once_it_is_up
             await drone.send(result_message(task_id, "LateDrone"))
             await app.wait_type("processing_result_received", task_id=task_id)
         assert writer.starts == 1 and writer.process.poll() is None
+        # Stopped while the proxy still forwards (this loop runs it): after it, the writer's
+        # goodbye to RabbitMQ went unanswered until its shutdown budget ran out.
+        assert await asyncio.to_thread(writer.terminate) == 0
 
 
 async def test_a_dispatcher_whose_store_is_unreachable_says_so_at_each_attempt(
