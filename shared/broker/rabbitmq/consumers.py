@@ -9,7 +9,7 @@ from typing import Self
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 
 from shared.broker import Handler, TopicHandler
-from shared.broker.policy import ACK, REQUEUE, Verdict, run_handler, run_topic_handler
+from shared.broker.policy import ACK, DEAD_LETTER, REQUEUE, Verdict, run_handler, run_topic_handler
 from shared.broker.queues import QueueSpec
 from shared.broker.rabbitmq.errors import is_driver_error, translated_errors
 from shared.broker.rabbitmq.hub import Attachment, ConsumerHub, Listening
@@ -39,17 +39,14 @@ class AmqpDelivery:
             return
         self.settled = True
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
-                await self._message.ack()
+            await settle(self._message, ACK, self._timeout_s)
 
     async def reject(self, *, requeue: bool) -> None:
         if self.settled:
             return
         self.settled = True
         with translated_errors():
-            async with asyncio.timeout(self._timeout_s):
-                # RabbitMQ puts a requeued message back at its original position where it can.
-                await self._message.reject(requeue=requeue)
+            await settle(self._message, REQUEUE if requeue else DEAD_LETTER, self._timeout_s)
 
 
 class AmqpConsumer:
@@ -134,22 +131,28 @@ async def consuming(channel: AbstractRobustChannel, tag: str) -> bool:
     return tag in underlay.consumers  # type: ignore[attr-defined]
 
 
-async def settle_quietly(
-    message: AbstractIncomingMessage, verdict: Verdict, timeout_s: float
-) -> None:
-    """If the channel is gone RabbitMQ requeues the message by itself, and the consumers are
-    idempotent, so a failure here is only logged.
+async def settle(message: AbstractIncomingMessage, verdict: Verdict, timeout_s: float) -> None:
+    """Carry `verdict` out, or raise TimeoutError after `timeout_s`.
 
     Bounded: an ack on a channel lost in a RabbitMQ restart can wait forever (aiormq's write
     of it is never drained nor rejected; seen in the fault suite). It runs while its consumer
     holds a prefetch slot, and the consumer keeps its slots when the watchdog re-attaches it,
     so one such ack stopped a drone's deliveries for good."""
+    async with asyncio.timeout(timeout_s):
+        if verdict is ACK:
+            await message.ack()
+        else:
+            # RabbitMQ puts a requeued message back at its original position where it can.
+            await message.reject(requeue=verdict is REQUEUE)
+
+
+async def settle_quietly(
+    message: AbstractIncomingMessage, verdict: Verdict, timeout_s: float
+) -> None:
+    """If the channel is gone RabbitMQ requeues the message by itself, and the consumers are
+    idempotent, so a failure here is only logged."""
     try:
-        async with asyncio.timeout(timeout_s):
-            if verdict is ACK:
-                await message.ack()
-            else:
-                await message.reject(requeue=verdict is REQUEUE)
+        await settle(message, verdict, timeout_s)
     except TimeoutError:
         # Unlike a closed channel, not routine: worth seeing at the default log level.
         log.warning("gave up settling a message after %s s (RabbitMQ will redeliver it)", timeout_s)
