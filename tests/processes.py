@@ -174,6 +174,7 @@ OUR_PACKAGES = ("/shared/", "/gateway/", "/dispatcher/", "/result_writer/", "/dr
 def _our_stacks(dump: str) -> str:
     """The stacks that pass through droneflow's code: a gateway runs a task per socket, and a
     failed test's message must stay readable."""
-    blocks = dump.split("Stack for ")
+    stacks, count = dump.rstrip("\n").rsplit("\n", 1)  # the last line: "N asyncio tasks"
+    blocks = (stacks + "\n").split("Stack for ")
     ours = [b for b in blocks[1:] if any(package in b for package in OUR_PACKAGES)]
-    return "".join("Stack for " + block for block in ours) + blocks[-1].rsplit("\n", 2)[-2] + "\n"
+    return "".join("Stack for " + block for block in ours) + count + "\n"
