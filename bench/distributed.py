@@ -2,7 +2,8 @@
 
 Separate gateway, dispatcher and result-writer processes on a fresh RabbitMQ vhost and one
 shared SQLite file (or a mongod it starts, --store mongo), driven by bench/loadgen.py; prints
-loadgen's figures, the CPU of every process (services, RabbitMQ, mongod) per task, then runs
+loadgen's figures, the CPU of every process (services, RabbitMQ, mongod) per task and the work the
+services asked of RabbitMQ and mongod per task (bench/work.py), then runs
 the Celery peer (bench/celery_peer.py) on the same RabbitMQ at the same in-flight count and
 prints the ratios, with the p50 of one task in flight on both.
 
@@ -42,6 +43,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from loadgen import cpu_s, memory_mib  # noqa: E402
 from rabbitmq_vhost import fresh_vhost, rabbitmq_pid  # noqa: E402
+from work import WorkTable  # noqa: E402
 
 # The issue's load: 20 drones, 4 apps, 100 tasks in flight. Given loadgen options win.
 LOADGEN_DEFAULTS = {
@@ -231,9 +233,14 @@ def log_problems(service: Service) -> list[str]:
 
 
 def run_loadgen(
-    services: list[Service], extra_pids: list[int], loadgen_args: list[str], table: CpuTable
+    services: list[Service],
+    extra_pids: list[int],
+    loadgen_args: list[str],
+    table: CpuTable,
+    work: WorkTable,
 ) -> int:
-    """loadgen against the gateways; samples every process's CPU at each run boundary."""
+    """loadgen against the gateways; samples every process's CPU, and the work the services
+    asked of RabbitMQ and mongod, at each run boundary."""
     urls = [f"--url={s.url}" for s in services if s.command == "gateway"]
     # RabbitMQ and mongod count as server too, so that loadgen's `others` is only other tenants.
     pids = [f"--server-pid={pid}" for pid in [*(s.pid for s in services), *extra_pids]]
@@ -245,6 +252,7 @@ def run_loadgen(
             match = RUN_LINE.match(line)
             if match:
                 table.sample()
+                work.sample()
                 if match.group(2):
                     table.tasks.append(int(match.group(3)))
             print(line, end="", flush=True)
@@ -504,14 +512,19 @@ def bench(args: argparse.Namespace, loadgen_args: list[str], data_dir: Path) -> 
             measured += [(n, p) for n, p in (("rabbitmq", rabbit), ("mongod", mongod_pid)) if p]
             extra_pids = [p for p in (rabbit, mongod_pid) if p]
             table = CpuTable([name for name, _ in measured], [pid for _, pid in measured])
+            amqp_port = urllib.parse.urlsplit(args.amqp_url).port or 5672
+            work = WorkTable(
+                {s.pid for s in services}, amqp_port, store_url if mongod_pid else None
+            )
             if args.profile:
                 profilers = start_profilers(services, args.profile)
             json_path = data_dir / "loadgen.json"
             status = run_loadgen(
-                services, extra_pids, [*loadgen_args, "--json", str(json_path)], table
+                services, extra_pids, [*loadgen_args, "--json", str(json_path)], table, work
             )
             stop_profilers(profilers)
             table.print()
+            work.print(table.tasks)
             ours = droneflow_figures(json_path)
             if not args.no_single:
                 ours["single_p50"] = single_p50_ms(
