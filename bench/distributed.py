@@ -2,10 +2,10 @@
 
 Separate gateway, dispatcher and result-writer processes on a fresh RabbitMQ vhost and one
 shared SQLite file (or a mongod it starts, --store mongo), driven by bench/loadgen.py; prints
-loadgen's figures, the CPU of every process (services, RabbitMQ, mongod) per task and the work the
-services asked of RabbitMQ and mongod per task (bench/work.py), then runs
-the Celery peer (bench/celery_peer.py) on the same RabbitMQ at the same in-flight count and
-prints the ratios, with the p50 of one task in flight on both.
+loadgen's figures, the CPU of every process (services, RabbitMQ, mongod) per task and the work
+the services asked of RabbitMQ and mongod per task (bench/work.py), then runs the Celery peer
+(bench/celery_peer.py) on the same RabbitMQ at the same in-flight count and prints the ratios,
+with the p50 of one task in flight on both.
 
     python bench/distributed.py [--store sqlite|mongo] [--scale N] [--gateways 1]
                                 [--dispatchers 1] [--writers 1] [--no-peer]
