@@ -397,14 +397,18 @@ def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
 
 
 def single_p50_ms(
-    services: list[Service], extra_pids: list[int], loadgen_args: list[str], json_path: Path
+    services: list[Service],
+    extra_pids: list[int],
+    loadgen_args: list[str],
+    json_path: Path,
+    work: WorkTable,
 ) -> float:
     """p50 round trip of one application with one task in flight (one drone per gateway)."""
     argv = ["--apps", "1", "--inflight", "1", "--tasks", str(SINGLE_TASKS), "--repeat", "1"]
     argv += ["--warmup", "50", "--priority", "3", "--json", str(json_path)]
     argv += ["--drones", loadgen_option(loadgen_args, "--drones")]
     table = CpuTable([], [])
-    if run_loadgen(services, extra_pids, argv, table) != 0:
+    if run_loadgen(services, extra_pids, argv, table, work) != 0:
         return float("nan")
     return float(json.loads(json_path.read_text())["runs"][0]["p50"])
 
@@ -528,7 +532,7 @@ def bench(args: argparse.Namespace, loadgen_args: list[str], data_dir: Path) -> 
             ours = droneflow_figures(json_path)
             if not args.no_single:
                 ours["single_p50"] = single_p50_ms(
-                    services, extra_pids, loadgen_args, data_dir / "single.json"
+                    services, extra_pids, loadgen_args, data_dir / "single.json", work
                 )
             cpu = table.per_task_medians()
             healthy = stop_all(services)
