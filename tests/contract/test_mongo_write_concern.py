@@ -1,8 +1,10 @@
 """MongoTaskStore's write concerns (deploy/OPERATIONS.md, MongoDB): the writes a sweep or a later
 step repairs are acknowledged without waiting for the journal, and those whose loss the sweeps
-could not repair (a task accepted, a result that ended its task) keep the URL's write concern.
-Seen on the wire, through PyMongo's command monitoring (mongod's profiler records an update's
-statements without their command's writeConcern)."""
+could not repair (a task accepted, a result that ended its task) wait for it: by the URL's write
+concern, else by `{w: 1, j: true}` on the test server, a replica set with one voting member,
+where that is what the server's default `w: "majority"` means. Seen on the wire, through
+PyMongo's command monitoring (mongod's profiler records an update's statements without their
+command's writeConcern)."""
 
 import asyncio
 import uuid
@@ -18,6 +20,7 @@ from tests.builders import DRONE, create, result_for
 pytestmark = pytest.mark.mongodb
 
 UNJOURNALED = (("j", False), ("w", 1))  # a writeConcern as WriteLog gives it
+JOURNALED = (("j", True), ("w", 1))  # the majority of a set with one voting member
 WRITES = frozenset({"insert", "update", "findAndModify", "delete"})
 
 
@@ -74,9 +77,9 @@ async def test_mongo_store_journals_only_what_no_sweep_repairs(
 
 
 async def _round_trip(store: MongoTaskStore, concurrent: int) -> None:
-    # Given tasks made with the URL's (the server's default) write concern
+    # Given tasks made durable (the URL sets no write concern; the set has one voting member)
     created = await write_concerns(*[lambda: create(store)] * concurrent)
-    assert {concern for _, _, concern in created} == {None}, created
+    assert {concern for _, _, concern in created} == {JOURNALED}, created
     ids = [task.task_id for task in await store.pending_for_drone(DRONE, concurrent)]
 
     # When they are routed, claimed and started, Then no write waits for the journal
@@ -88,17 +91,51 @@ async def _round_trip(store: MongoTaskStore, concurrent: int) -> None:
         writes = await write_concerns(*map(step, ids))
         assert {concern for _, _, concern in writes} == {UNJOURNALED}, writes
 
-    # When their results are saved, Then ending the task keeps the URL's write concern and
-    # only the copy in processingResults (repaired from the task) skips the journal
+    # When their results are saved, Then ending the task is journaled and only the copy in
+    # processingResults (repaired from the task) skips the journal
     writes = await write_concerns(*[lambda i=i: store.save_result(result_for(i)) for i in ids])
     assert {(collection, concern) for collection, _, concern in writes} == {
-        (TASKS, None),
+        (TASKS, JOURNALED),
         (RESULTS, UNJOURNALED),
     }, writes
 
     # When the app has heard of them, Then that is journaled (else it would hear again)
     writes = await write_concerns(lambda: store.mark_notified(ids))
-    assert {concern for _, _, concern in writes} == {None}, writes
+    assert {concern for _, _, concern in writes} == {JOURNALED}, writes
+
+
+@pytest.mark.parametrize(
+    ("option", "durable"),
+    [
+        ("", JOURNALED),
+        ("w=majority", (("w", "majority"),)),
+        ("journal=true", (("j", True),)),
+        ("w=1&journal=false", UNJOURNALED),
+    ],
+    ids=["none", "majority", "journal", "neither"],
+)
+async def test_mongo_store_keeps_a_write_concern_the_url_sets(
+    mongodb_url: str, option: str, durable: object
+) -> None:
+    parts = urlsplit(mongodb_url)
+    url = urlunsplit(parts._replace(query="&".join(q for q in (parts.query, option) if q)))
+    LOG.watched = f"droneflow_wc_{uuid.uuid4().hex[:12]}"
+    try:
+        async with MongoTaskStore(url, database=LOG.watched) as store:
+            try:
+                # Given a store on a URL that sets a write concern or none, When it creates a
+                # task and ends it
+                created = list(await write_concerns(lambda: create(store)))
+                (task_id,) = [task.task_id for task in await store.pending_for_drone(DRONE, 1)]
+                await store.claim(task_id, DRONE)  # unjournaled whatever the URL says: not checked
+                ended = await write_concerns(lambda: store.save_result(result_for(task_id)))
+                # Then both writes carry the URL's concern, or the lone voter's journal
+                tasks_writes = [w for w in created + ended if w[0] == TASKS]
+                assert {concern for _, _, concern in tasks_writes} == {durable}, tasks_writes
+            finally:
+                await store.drop_database()
+    finally:
+        LOG.watched = None
 
 
 @pytest.mark.parametrize(

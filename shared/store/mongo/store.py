@@ -78,16 +78,7 @@ from shared.store.mongo.transitions import (
     release_update,
     transition,
 )
-
-# The write concern of the writes that need not survive a crash of mongod on their own: the
-# routing stamp, a claim, a drone's `processing` and a result's copy in processingResults. Each
-# is either redone by a sweep from what the journaled writes left (a task not routed or not
-# claimed is routed again, a result embedded in its ended task is copied again) or overwritten
-# by the next step. The journal is one log, so the next journaled write of any caller makes
-# every earlier one durable too: a crash can lose only such writes made after the last
-# journaled one. Task creation, a result's ending of its task, cancel, release, expire and
-# mark_notified keep the URL's write concern (the server's default: majority, journaled).
-REPAIRABLE = WriteConcern(w=1, j=False)
+from shared.store.mongo.write_concern import REPAIRABLE, durable_write_concern
 
 
 def default_options(url: str) -> dict[str, Any]:
@@ -113,6 +104,8 @@ class MongoTaskStore(MongoPresence):
         self.database = database
         self.timeout_s = timeout_s
         self._client: AsyncMongoClient[Document] | None = None
+        self.write_concern: WriteConcern | None = None
+        """That of the writes nothing repairs (write_concern.py), once the store is open."""
         self._tasks: AsyncCollection[Document]
         # The same collections for the writes a sweep or a later step repairs (see
         # REPAIRABLE): acknowledged once applied, without waiting for the journal.
@@ -141,11 +134,15 @@ class MongoTaskStore(MongoPresence):
         except (MongoConfigurationError, ValueError) as exc:  # ValueError: a bad host or port
             raise ConfigurationError(f"DRONEFLOW_STORE_URL: {exc}") from None
         try:
+            # Task creation, a result's ending of its task, cancel, release, expire and
+            # mark_notified: the URL's write concern, or its equal that costs mongod less.
+            durable = await durable_write_concern(client, self.url)
             db: AsyncDatabase[Document] = (
-                client[self.database]
+                client.get_database(self.database, write_concern=durable)
                 if self.database
-                else client.get_default_database(default=DEFAULT_DATABASE)
+                else client.get_default_database(default=DEFAULT_DATABASE, write_concern=durable)
             )
+            self.write_concern = db.write_concern
             self._tasks = db[TASKS]
             self._results = db[RESULTS]
             self._tasks_repairable = self._tasks.with_options(write_concern=REPAIRABLE)
