@@ -37,6 +37,7 @@ from shared.protocol import (
     task_id_of_envelope,
 )
 from shared.store import TaskStore
+from shared.write_behind import WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -319,37 +320,15 @@ class DroneSession:
         await self._fill_free_slots()
 
 
-class NotifiedLog:
+class NotifiedLog(WriteBehind):
     """Records in the store which final states reached their application, many per write.
 
     Only recovery reads notified_at (to re-send what a lost in-memory queue held), so the mark
     may trail the send: a crash in between means the app hears that state twice, never zero
-    times. One write in flight at a time; ids arriving meanwhile go in the next one."""
+    times."""
 
     def __init__(self, store: TaskStore) -> None:
-        self._store = store
-        self._pending: list[str] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    def add(self, task_id: str) -> None:
-        self._pending.append(task_id)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write())
-
-    async def _write(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._store.mark_notified(batch)
-                except TRANSIENT_ERRORS:
-                    log.warning("could not record %d notifications as sent", len(batch))
-        finally:
-            self._writer = None
-
-    async def flush(self) -> None:
-        if self._writer is not None:
-            await self._writer
+        super().__init__(store.mark_notified, "notifications as sent")
 
 
 class AppHub:
