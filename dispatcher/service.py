@@ -23,6 +23,7 @@ from shared.write_behind import WriteBehind
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
+STAMP_DELAY_S = 0.5
 
 
 def effective_priority(
@@ -48,7 +49,15 @@ class Dispatcher:
         self.broker_checked = asyncio.Event()
         """Set each time `run` has asked the broker whether it lost them (tests wait on it)."""
         self._reconnected = asyncio.Event()
-        self._stamps = WriteBehind(store.stamp_dispatched, "routing stamps")
+        # Written a while after the route: a task its drone claimed meanwhile needs no stamp
+        # (the claim leaves it unmatched), so a store writes one only for tasks left waiting.
+        # Well within the grace period, after which another dispatcher's sweep would take a
+        # task routed here and not yet stamped for lost, and route it again.
+        self._stamps = WriteBehind(
+            store.stamp_dispatched,
+            "routing stamps",
+            delay_s=min(STAMP_DELAY_S, settings.dispatch_grace_s / 4),
+        )
 
     @property
     def _replays_hops(self) -> bool:
