@@ -7,8 +7,9 @@ PyMongo's command monitoring (mongod's profiler records an update's statements w
 command's writeConcern)."""
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -61,19 +62,28 @@ async def write_concerns(*calls: Callable[[], Awaitable[object]]) -> list[tuple[
     return LOG.writes
 
 
-@pytest.mark.parametrize("concurrent", [1, 4], ids=["one at a time", "batched"])
-async def test_mongo_store_journals_only_what_no_sweep_repairs(
-    mongodb_url: str, concurrent: int
-) -> None:
+@contextlib.asynccontextmanager
+async def watched_store(mongodb_url: str, option: str) -> AsyncIterator[MongoTaskStore]:
+    """A store on the URL with `option` added to its query, in a database WriteLog watches."""
+    parts = urlsplit(mongodb_url)
+    url = urlunsplit(parts._replace(query="&".join(q for q in (parts.query, option) if q)))
     LOG.watched = f"droneflow_wc_{uuid.uuid4().hex[:12]}"
     try:
-        async with MongoTaskStore(mongodb_url, database=LOG.watched) as store:
+        async with MongoTaskStore(url, database=LOG.watched) as store:
             try:
-                await _round_trip(store, concurrent)
+                yield store
             finally:
                 await store.drop_database()
     finally:
         LOG.watched = None
+
+
+@pytest.mark.parametrize("concurrent", [1, 4], ids=["one at a time", "batched"])
+async def test_mongo_store_journals_only_what_no_sweep_repairs(
+    mongodb_url: str, concurrent: int
+) -> None:
+    async with watched_store(mongodb_url, "") as store:
+        await _round_trip(store, concurrent)
 
 
 async def _round_trip(store: MongoTaskStore, concurrent: int) -> None:
@@ -117,25 +127,16 @@ async def _round_trip(store: MongoTaskStore, concurrent: int) -> None:
 async def test_mongo_store_keeps_a_write_concern_the_url_sets(
     mongodb_url: str, option: str, durable: object
 ) -> None:
-    parts = urlsplit(mongodb_url)
-    url = urlunsplit(parts._replace(query="&".join(q for q in (parts.query, option) if q)))
-    LOG.watched = f"droneflow_wc_{uuid.uuid4().hex[:12]}"
-    try:
-        async with MongoTaskStore(url, database=LOG.watched) as store:
-            try:
-                # Given a store on a URL that sets a write concern or none, When it creates a
-                # task and ends it
-                created = list(await write_concerns(lambda: create(store)))
-                (task_id,) = [task.task_id for task in await store.pending_for_drone(DRONE, 1)]
-                await store.claim(task_id, DRONE)  # unjournaled whatever the URL says: not checked
-                ended = await write_concerns(lambda: store.save_result(result_for(task_id)))
-                # Then both writes carry the URL's concern, or the lone voter's journal
-                tasks_writes = [w for w in created + ended if w[0] == TASKS]
-                assert {concern for _, _, concern in tasks_writes} == {durable}, tasks_writes
-            finally:
-                await store.drop_database()
-    finally:
-        LOG.watched = None
+    async with watched_store(mongodb_url, option) as store:
+        # Given a store on a URL that sets a write concern or none, When it creates a task and
+        # ends it
+        created = list(await write_concerns(lambda: create(store)))
+        (task_id,) = [task.task_id for task in await store.pending_for_drone(DRONE, 1)]
+        await store.claim(task_id, DRONE)  # unjournaled whatever the URL says: not checked
+        ended = await write_concerns(lambda: store.save_result(result_for(task_id)))
+        # Then both writes carry the URL's concern, or the lone voter's journal
+        tasks_writes = [w for w in created + ended if w[0] == TASKS]
+        assert {concern for _, _, concern in tasks_writes} == {durable}, tasks_writes
 
 
 @pytest.mark.parametrize(
@@ -144,17 +145,8 @@ async def test_mongo_store_keeps_a_write_concern_the_url_sets(
 async def test_mongo_store_writes_are_retryable_only_when_the_url_asks(
     mongodb_url: str, option: str, retryable: bool
 ) -> None:
-    parts = urlsplit(mongodb_url)
-    url = urlunsplit(parts._replace(query="&".join(q for q in (parts.query, option) if q)))
-    LOG.watched = f"droneflow_wc_{uuid.uuid4().hex[:12]}"
-    try:
-        async with MongoTaskStore(url, database=LOG.watched) as store:
-            try:
-                # Given a store on a URL that sets retryWrites or not, When it writes
-                writes = await write_concerns(lambda: create(store))
-                # Then the writes carry a transaction number only when the URL asked for it
-                assert (LOG.retryable == len(writes)) if retryable else LOG.retryable == 0
-            finally:
-                await store.drop_database()
-    finally:
-        LOG.watched = None
+    async with watched_store(mongodb_url, option) as store:
+        # Given a store on a URL that sets retryWrites or not, When it writes
+        writes = await write_concerns(lambda: create(store))
+        # Then the writes carry a transaction number only when the URL asked for it
+        assert (LOG.retryable == len(writes)) if retryable else LOG.retryable == 0

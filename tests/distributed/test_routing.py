@@ -5,6 +5,7 @@ stamped behind: it reaches its drone, and past the grace period the sweep routes
 stamps it."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -108,21 +109,31 @@ async def drone_messages(
     return await routing.broker.consume(routing.settings.queues.drone(drone_id), take, prefetch=8)
 
 
-@pytest.mark.parametrize("routing", [3600.0], indirect=True, ids=["aging-on"])
-async def test_a_failed_stamp_routes_the_task_again_and_stamps_it(routing: Routing) -> None:
+@contextlib.asynccontextmanager
+async def routing_a_task(
+    routing: Routing, *, failing_stamps: int
+) -> AsyncIterator[tuple[str, asyncio.Queue[bool], asyncio.Queue[bytes]]]:
+    """A queued task, with the dispatcher consuming the intake and a consumer of D1's queue:
+    yields the task's id, whether each handler call succeeded, and what D1's queue got."""
     settled: asyncio.Queue[bool] = asyncio.Queue()
     got: asyncio.Queue[bytes] = asyncio.Queue()
-    # Given a queued task and a store that fails the first stamp
-    routing.store.failures = 1
+    routing.store.failures = failing_stamps
     task_id = await queued_task(routing, "D1")
     subscriptions = [await dispatching(routing, settled), await drone_messages(routing, "D1", got)]
     try:
-        # When the dispatcher routes it
-        outcomes = [await asyncio.wait_for(settled.get(), WAIT_S) for _ in range(2)]
-        body = await asyncio.wait_for(got.get(), WAIT_S)
+        yield task_id, settled, got
     finally:
         for subscription in subscriptions:
             await subscription.cancel()
+
+
+@pytest.mark.parametrize("routing", [3600.0], indirect=True, ids=["aging-on"])
+async def test_a_failed_stamp_routes_the_task_again_and_stamps_it(routing: Routing) -> None:
+    # Given a queued task and a store that fails the first stamp
+    async with routing_a_task(routing, failing_stamps=1) as (task_id, settled, got):
+        # When the dispatcher routes it
+        outcomes = [await asyncio.wait_for(settled.get(), WAIT_S) for _ in range(2)]
+        body = await asyncio.wait_for(got.get(), WAIT_S)
 
     # Then the intake message came back after the failure, was routed again, and the task is
     # stamped (the drone may have got it twice: its claim succeeds once)
@@ -135,13 +146,8 @@ async def test_a_failed_stamp_routes_the_task_again_and_stamps_it(routing: Routi
 
 
 async def test_a_failed_stamp_behind_the_route_is_repaired_by_the_sweep(routing: Routing) -> None:
-    settled: asyncio.Queue[bool] = asyncio.Queue()
-    got: asyncio.Queue[bytes] = asyncio.Queue()
     # Given a queued task and a store that fails the first stamp, without aging
-    routing.store.failures = 1
-    task_id = await queued_task(routing, "D1")
-    subscriptions = [await dispatching(routing, settled), await drone_messages(routing, "D1", got)]
-    try:
+    async with routing_a_task(routing, failing_stamps=1) as (task_id, settled, got):
         # When the dispatcher routes it
         first = await asyncio.wait_for(settled.get(), WAIT_S)
         first_copy = await asyncio.wait_for(got.get(), WAIT_S)
@@ -157,9 +163,6 @@ async def test_a_failed_stamp_behind_the_route_is_repaired_by_the_sweep(routing:
         second = await asyncio.wait_for(settled.get(), WAIT_S)
         second_copy = await asyncio.wait_for(got.get(), WAIT_S)
         again = await routing.dispatcher.sweep(grace_s=0)
-    finally:
-        for subscription in subscriptions:
-            await subscription.cancel()
 
     # Then it was routed a second time and stamped (the drone's claim succeeds once), and the
     # next sweep leaves it
