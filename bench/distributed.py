@@ -59,6 +59,8 @@ SINGLE_TASKS = 300  # the one-task-in-flight run
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 RUN_LINE = re.compile(r"^(warm-up:|run (\d+)/\d+: (\d+) tasks)")
+# With --paced-at there are no closed-loop runs: the tables are the paced runs'.
+PACED_RUN_LINE = re.compile(r"^(warm-up:|half-peak run (\d+)/\d+: (\d+) tasks)")
 
 
 @dataclass
@@ -245,11 +247,13 @@ def run_loadgen(
     # RabbitMQ and mongod count as server too, so that loadgen's `others` is only other tenants.
     pids = [f"--server-pid={pid}" for pid in [*(s.pid for s in services), *extra_pids]]
     argv = [sys.executable, "-u", str(BENCH_DIR / "loadgen.py"), *urls, *pids, *loadgen_args]
+    paced = any(arg.split("=")[0] == "--paced-at" for arg in loadgen_args)
+    measured_run = PACED_RUN_LINE if paced else RUN_LINE
     loadgen = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert loadgen.stdout is not None
         for line in loadgen.stdout:
-            match = RUN_LINE.match(line)
+            match = measured_run.match(line)
             if match:
                 table.sample()
                 work.sample()
@@ -382,7 +386,7 @@ def droneflow_figures(json_path: Path) -> dict[str, Any]:
     """Medians of loadgen's runs, and the p99 of its paced runs when it made some (loadgen
     --half-peak: paced at half the closed-loop median)."""
     figures = json.loads(json_path.read_text())
-    ours: dict[str, Any] = medians(figures["runs"])
+    ours: dict[str, Any] = medians(figures["runs"] or figures["half_peak_runs"])
     if figures.get("half_peak_runs"):
         ours["half_peak_p99"] = medians(figures["half_peak_runs"])["p99"]
     return ours
