@@ -8,7 +8,7 @@ Two kinds of write:
 On a replica set with one voting member, a majority is that member, and `w: "majority"` promises
 what `{w: 1, j: true}` does: the write is in that member's journal. mongod reaches the second by
 a shorter path (the journal flush alone, without the majority commit point that follows it), so
-the store asks for it there: paired on this project's 2-core box, 15-20% less CPU per task
+the store asks for it there: paired on this project's 2-core box, 13-17% less CPU per task
 across the five processes (bench/README.md, session 10)."""
 
 from typing import Any
