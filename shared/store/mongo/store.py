@@ -5,7 +5,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -104,8 +104,6 @@ class MongoTaskStore(MongoPresence):
         self.database = database
         self.timeout_s = timeout_s
         self._client: AsyncMongoClient[Document] | None = None
-        self.write_concern: WriteConcern | None = None
-        """That of the writes nothing repairs (write_concern.py), once the store is open."""
         self._tasks: AsyncCollection[Document]
         # The same collections for the writes a sweep or a later step repairs (see
         # REPAIRABLE): acknowledged once applied, without waiting for the journal.
@@ -142,7 +140,6 @@ class MongoTaskStore(MongoPresence):
                 if self.database
                 else client.get_default_database(default=DEFAULT_DATABASE, write_concern=durable)
             )
-            self.write_concern = db.write_concern
             self._tasks = db[TASKS]
             self._results = db[RESULTS]
             self._tasks_repairable = self._tasks.with_options(write_concern=REPAIRABLE)
