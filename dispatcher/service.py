@@ -18,10 +18,12 @@ from shared.protocol import (
 )
 from shared.settings import Settings
 from shared.store import TaskStore
+from shared.write_behind import WriteBehind
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
+STAMP_DELAY_S = 0.5
 
 
 def effective_priority(
@@ -47,6 +49,15 @@ class Dispatcher:
         self.broker_checked = asyncio.Event()
         """Set each time `run` has asked the broker whether it lost them (tests wait on it)."""
         self._reconnected = asyncio.Event()
+        # Written a while after the route: a task its drone claimed meanwhile needs no stamp
+        # (the claim leaves it unmatched), so a store writes one only for tasks left waiting.
+        # Well within the grace period, after which another dispatcher's sweep would take a
+        # task routed here and not yet stamped for lost, and route it again.
+        self._stamps = WriteBehind(
+            store.stamp_dispatched,
+            "routing stamps",
+            delay_s=min(STAMP_DELAY_S, settings.dispatch_grace_s / 4),
+        )
 
     @property
     def _replays_hops(self) -> bool:
@@ -73,12 +84,19 @@ class Dispatcher:
         return self.broker.durable or self.settings.aging_interval_s is not None
 
     async def on_intake(self, delivery: Delivery) -> None:
-        if self._tracks_routing:
+        if self.settings.aging_interval_s is not None:
+            # The priority it goes with depends on how long it has waited: read the task.
             await self._route(task_id_of_envelope(delivery.body))
             return
-        # A stale message (task cancelled or already delivered) is dropped by the drone's claim.
-        _, drone_id, priority = decode_task_envelope(delivery.body)
+        # Routed from the message alone: a stale one (the task cancelled or already delivered)
+        # is dropped by the drone's claim.
+        task_id, drone_id, priority = decode_task_envelope(delivery.body)
         await self.broker.publish(self.queues.drone(drone_id), delivery.body, priority=priority)
+        if self._tracks_routing:
+            # After the publish and behind it, so that no store round trip is on the task's
+            # path. Lost (the store away, this process killed), the stamp costs a repeat: past
+            # the grace period the sweep routes the task again, and one of the two is claimed.
+            self._stamps.add(task_id)
         TASKS_ROUTED.inc()
 
     async def _route(self, task_id: str) -> None:
@@ -110,6 +128,7 @@ class Dispatcher:
         """One pass over the store. Returns how many tasks it acted on."""
         acted = 0
         now = now_iso()
+        await self._stamps.flush()  # else a task just routed would look unrouted
         if self._tracks_routing and await self.broker.queue_depth(self.queues.intake) == 0:
             # Only when the intake is drained: a backlog is not a lost message.
             # After a broker outage this is the gateways' whole backlog: highest priority first.
@@ -242,6 +261,7 @@ class Dispatcher:
                     log.warning("sweep skipped: %s", exc)
         finally:
             await subscription.cancel()
+            await self._stamps.flush()
             if replays and listeners is not None:
                 listeners.remove(self._on_connection)
 

@@ -148,6 +148,13 @@ class TaskStore(Protocol):
         is non-terminal and queued (stamping dispatched_at), else None: drop the message."""
         ...
 
+    async def stamp_dispatched(self, task_ids: Sequence[str]) -> None:
+        """The dispatcher routed these tasks (their messages are in their drones' queues): stamp
+        dispatched_at on each one still non-terminal and queued, and leave the rest (unknown,
+        ended, already claimed) as they are. mark_dispatched without its answer, for a
+        dispatcher that routes from the message alone: a stale one is dropped by the claim."""
+        ...
+
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
         """Non-terminal queued tasks never routed (dispatched_at unset) and last updated before
         `older_than`: their intake message may have been lost, so the dispatcher re-sends it."""

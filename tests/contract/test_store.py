@@ -279,6 +279,36 @@ async def test_mark_dispatched_drops_unknown_delivered_and_terminal_tasks(
     assert await store.mark_dispatched(cancelled.task_id) is None
 
 
+async def test_stamp_dispatched_stamps_queued_tasks_and_leaves_the_rest(store: TaskStore) -> None:
+    # Given queued tasks beside a delivered and a cancelled one
+    queued = [await create(store) for _ in range(3)]
+    delivered = await claimed(store)
+    cancelled = await create(store)
+    await store.cancel(cancelled.task_id)
+    before = {t.task_id: await store.get_task(t.task_id) for t in (delivered, cancelled)}
+
+    # When all of them, one twice, and an unknown id are stamped in one call
+    ids = [task.task_id for task in queued]
+    await store.stamp_dispatched(
+        [*ids, ids[0], "task_unknown", delivered.task_id, cancelled.task_id]
+    )
+    await store.stamp_dispatched([])
+
+    # Then the queued ones carry a routing stamp, as mark_dispatched leaves them, and are no
+    # longer undispatched; the others are as they were
+    for task_id in ids:
+        task = await store.get_task(task_id)
+        assert task is not None and task.dispatched_at is not None
+        assert (task.status, task.delivery, task.updated_at) == (
+            "pending",
+            "queued",
+            task.created_at,
+        )
+    assert await store.undispatched(iso_after(60), 10) == []
+    for task_id, was in before.items():
+        assert await store.get_task(task_id) == was
+
+
 async def test_concurrent_mark_dispatched_answers_each_call_for_its_own_task(
     store: TaskStore,
 ) -> None:

@@ -1,4 +1,4 @@
-"""WriteBehind: store writes nobody waits for (notifications as sent), many ids
+"""WriteBehind: store writes nobody waits for (routing stamps, notifications as sent), many ids
 per write, one write in flight, a delay that gathers more, and `flush` that ends it."""
 
 import asyncio
@@ -76,7 +76,7 @@ async def test_a_failed_write_drops_its_ids_and_the_next_ones_are_written(
 ) -> None:
     writes = Writes()
     writes.failures = 1
-    behind = WriteBehind(writes, "notifications as sent")
+    behind = WriteBehind(writes, "routing stamps")
     # Given a write that fails as a store away would
     behind.add("a")
     await behind.flush()
@@ -85,4 +85,4 @@ async def test_a_failed_write_drops_its_ids_and_the_next_ones_are_written(
     await behind.flush()
     # Then the failed one is given up, with a warning, and the next is written
     assert writes.batches == [["b"]]
-    assert "could not record 1 notifications as sent" in caplog.text
+    assert "could not record 1 routing stamps" in caplog.text

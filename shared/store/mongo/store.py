@@ -315,6 +315,14 @@ class MongoTaskStore(MongoPresence):
         return await mark_dispatched_many(self._tasks_repairable, task_ids)
 
     @translated
+    async def stamp_dispatched(self, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            await self._tasks_repairable.update_many(
+                {"task_id": {"$in": list(task_ids)}, "delivery": "queued", "status": LIVE},
+                {"$set": {"dispatched_at": now_iso()}},
+            )
+
+    @translated
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
         if limit < 1:
             return []

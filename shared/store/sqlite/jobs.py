@@ -39,6 +39,7 @@ from shared.store.sqlite.schema import (
     SELECT_BY_IDEMPOTENCY_KEY_SQL,
     SELECT_RESULT_SQL,
     SELECT_TASK_SQL,
+    STAMP_DISPATCHED_SQL,
     TASK_FIELDS,
     UNNOTIFIED_SQL,
     numbered,
@@ -164,6 +165,10 @@ def _one_task(cursor: sqlite3.Cursor) -> TaskRecord | None:
 
 def mark_dispatched(connection: sqlite3.Connection, now: str, task_id: str) -> TaskRecord | None:
     return _one_task(connection.execute(MARK_DISPATCHED_SQL, (now, task_id)))
+
+
+def stamp_dispatched(connection: sqlite3.Connection, now: str, task_ids_json: str) -> None:
+    connection.execute(STAMP_DISPATCHED_SQL, (now, task_ids_json))
 
 
 def reset_dispatch(connection: sqlite3.Connection, now: str) -> int:

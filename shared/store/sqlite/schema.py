@@ -152,6 +152,11 @@ MARK_DISPATCHED_SQL: Final = (
     "UPDATE processingTasks SET dispatched_at = ?"
     f" WHERE task_id = ? AND delivery = 'queued' AND {_LIVE} RETURNING {_TASK_RETURNING}"
 )
+STAMP_DISPATCHED_SQL: Final = (
+    "UPDATE processingTasks SET dispatched_at = ?"
+    " WHERE task_id IN (SELECT value FROM json_each(?)) AND delivery = 'queued' AND "
+    f"{_LIVE}"
+)
 # INDEXED BY on the sweeps: with no statistics the planner prefers ix_tasks_status to these
 # partial indexes, and the clause makes preparing the query fail should one stop matching.
 UNDISPATCHED_SQL: Final = (

@@ -163,6 +163,11 @@ class SQLiteTaskStore:
     async def mark_dispatched(self, task_id: str) -> TaskRecord | None:
         return await self._write(jobs.mark_dispatched, task_id)
 
+    async def stamp_dispatched(self, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            task_ids_json = orjson.dumps(list(task_ids)).decode()
+            await self._write(jobs.stamp_dispatched, task_ids_json)
+
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
         if limit < 1:
             return []
