@@ -33,9 +33,15 @@ class WriteBehind:
         self._pending: list[str] = []
         self._writer: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()
+        # Counted so that flush waits for the ids added before it only: under steady load
+        # the writer always has more, and waiting for it to idle would wait for the load.
+        self._added = 0
+        self._settled = 0  # written, given up or discarded
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
 
     def add(self, item: str) -> None:
         self._pending.append(item)
+        self._added += 1
         if len(self._pending) >= self._max_pending:
             self._hurry.set()
         if self._writer is None:
@@ -49,15 +55,42 @@ class WriteBehind:
                         await asyncio.wait_for(self._hurry.wait(), self._delay_s)
                 self._hurry.clear()
                 batch, self._pending = self._pending, []
+                if not batch:
+                    break  # discarded while waiting
                 try:
                     await self._write_batch(batch)
                 except TRANSIENT_ERRORS:
                     log.warning("could not record %d %s", len(batch), self._what)
+                finally:
+                    self._settle(len(batch))
         finally:
             self._writer = None
 
+    def _settle(self, count: int) -> None:
+        self._settled += count
+        waiting = []
+        for target, done in self._flushes:
+            if self._settled >= target:
+                if not done.done():
+                    done.set_result(None)
+            else:
+                waiting.append((target, done))
+        self._flushes = waiting
+
     async def flush(self) -> None:
-        """Until every id added so far was written (or given up)."""
-        if self._writer is not None:
-            self._hurry.set()
-            await self._writer
+        """Until every id added before this call was written (or given up)."""
+        if self._settled >= self._added:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._flushes.append((self._added, done))
+        self._hurry.set()
+        if self._writer is None:  # the last one ended on an error that was not the store's
+            self._writer = asyncio.create_task(self._write())
+        await done
+
+    async def discard(self) -> None:
+        """Drop the ids not yet written, then wait for the write in flight, if any: what was
+        added before this call is either written by then or never."""
+        dropped, self._pending = self._pending, []
+        self._settle(len(dropped))
+        await self.flush()

@@ -18,8 +18,10 @@ class Writes:
         self.failures = 0
         self.gate: asyncio.Event | None = None  # when set, a write waits for it
         self.written = asyncio.Event()
+        self.called = asyncio.Event()
 
     async def __call__(self, ids: Sequence[str]) -> None:
+        self.called.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.failures:
@@ -86,3 +88,43 @@ async def test_a_failed_write_drops_its_ids_and_the_next_ones_are_written(
     # Then the failed one is given up, with a warning, and the next is written
     assert writes.batches == [["b"]]
     assert "could not record 1 routing stamps" in caplog.text
+
+
+async def test_flush_waits_for_the_ids_added_before_it_not_for_the_load() -> None:
+    writes = Writes()
+    writes.gate = asyncio.Event()
+    behind = WriteBehind(writes, "ids", delay_s=60.0)
+    # Given ids waiting, and a load that keeps adding while their write is in flight
+    behind.add("a")
+    behind.add("b")
+    flushed = asyncio.create_task(behind.flush())
+    await asyncio.wait_for(writes.called.wait(), 5)
+    behind.add("c")
+    # When the write of the first ids ends
+    writes.gate.set()
+    await asyncio.wait_for(flushed, 5)
+    # Then flush returned with them written, and the later id waits for its own write
+    assert writes.batches == [["a", "b"]]
+    await asyncio.wait_for(behind.flush(), 5)
+    assert writes.batches == [["a", "b"], ["c"]]
+
+
+async def test_discard_drops_what_waits_and_lets_the_write_in_flight_end() -> None:
+    writes = Writes()
+    writes.gate = asyncio.Event()
+    behind = WriteBehind(writes, "ids")
+    # Given one write in flight and more ids waiting behind it
+    behind.add("a")
+    await asyncio.wait_for(writes.called.wait(), 5)
+    behind.add("b")
+    behind.add("c")
+    # When they are discarded, and the write in flight ends
+    discarding = asyncio.create_task(behind.discard())
+    await asyncio.sleep(0)
+    assert not discarding.done()  # it waits for the write in flight
+    writes.gate.set()
+    await asyncio.wait_for(discarding, 5)
+    # Then only the write in flight was made, and ids added later are written as usual
+    behind.add("d")
+    await asyncio.wait_for(behind.flush(), 5)
+    assert writes.batches == [["a"], ["d"]]
