@@ -49,6 +49,9 @@ class Dispatcher:
         self.broker_checked = asyncio.Event()
         """Set each time `run` has asked the broker whether it lost them (tests wait on it)."""
         self._reconnected = asyncio.Event()
+        self._store_incarnation: str | None = None
+        self.store_replays = 0
+        """How many times waiting tasks were routed again because the store restarted."""
         # Written a while after the route: a task its drone claimed meanwhile needs no stamp
         # (the claim leaves it unmatched), so a store writes one only for tasks left waiting.
         # Well within the grace period, after which another dispatcher's sweep would take a
@@ -126,7 +129,7 @@ class Dispatcher:
 
     async def sweep(self, *, grace_s: float) -> int:
         """One pass over the store. Returns how many tasks it acted on."""
-        acted = 0
+        acted = await self.replay_if_store_restarted()
         now = now_iso()
         await self._stamps.flush()  # else a task just routed would look unrouted
         if self._tracks_routing and await self.broker.queue_depth(self.queues.intake) == 0:
@@ -213,6 +216,35 @@ class Dispatcher:
         )
         return True
 
+    async def replay_if_store_restarted(self) -> int:
+        """If the store is in a new life since the last look (`TaskStore.incarnation`: MongoDB's
+        primary restarted or changed), route every waiting task again. Returns how many.
+
+        Writes made without the journal may be gone with the old life, each in a way a sweep
+        repairs but one: a task whose routing stamp was kept and whose claim was lost is queued
+        and looks routed while no queue holds it, so no sweep sends it again and its drone,
+        if it never answers the copy it got, never ends it. A stamp written behind the route
+        lands after the claim, so that needs no crash within the journal's window: the old
+        life's claim gone and the stamp written in the new one will do. The stamps waiting
+        here are dropped first for that reason; the replay stamps anew. The copies it sends of
+        tasks still in their queues cost work only: a claim succeeds once."""
+        incarnation = await self.store.incarnation()
+        if incarnation is None:
+            return 0
+        if self._store_incarnation in (None, incarnation):
+            self._store_incarnation = incarnation
+            return 0
+        await self._stamps.discard()
+        routed = await self.recover()
+        self._store_incarnation = incarnation  # only once replayed: a failed replay is redone
+        self.store_replays += 1
+        log.warning(
+            "the store restarted (or its primary changed), and may have lost writes made "
+            "without its journal: re-routed %d waiting tasks",
+            routed,
+        )
+        return routed
+
     async def recover_until_done(self, stop: asyncio.Event) -> bool:
         """Recover, trying again every sweep interval while the store is unavailable: a store
         that blips as `serve` starts must not end the dispatcher. False when stopped first.
@@ -240,6 +272,10 @@ class Dispatcher:
         listeners = connection_listeners(self.broker)
         if replays and listeners is not None:
             listeners.append(self._on_connection)
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            # Before any route of this process: the life its stamps are written in. If the
+            # store is away, the first sweep that reaches it takes the sample.
+            await self.replay_if_store_restarted()
         subscription = await self.broker.consume(
             self.queues.intake, self.on_intake, prefetch=self.settings.consumer_prefetch
         )

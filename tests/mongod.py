@@ -85,6 +85,15 @@ class MongodServer:
                     )
                 time.sleep(0.1)
 
+    def fsync(self) -> None:
+        """Every write made so far on disk, as the next journaled write of any client leaves
+        them: a kill -9 after this loses none of them."""
+        from pymongo import MongoClient
+
+        client: MongoClient[dict[str, object]] = MongoClient(self.url)
+        with client:
+            client.admin.command("fsync")
+
     def kill9(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()

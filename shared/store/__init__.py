@@ -155,6 +155,14 @@ class TaskStore(Protocol):
         dispatcher that routes from the message alone: a stale one is dropped by the claim."""
         ...
 
+    async def incarnation(self) -> str | None:
+        """Which life of the store answers now: a value that changes when the store may have
+        lost writes it had acknowledged (MongoDB: the primary restarted, or another member
+        became primary, and the writes made without the journal may be gone). A routing stamp
+        can outlive the claim that followed it there, and the dispatcher routes every waiting
+        task again when it sees this change. None when the store cannot tell."""
+        ...
+
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
         """Non-terminal queued tasks never routed (dispatched_at unset) and last updated before
         `older_than`: their intake message may have been lost, so the dispatcher re-sends it."""

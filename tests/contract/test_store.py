@@ -991,3 +991,14 @@ async def test_a_jti_never_recorded_can_be_revoked(store: TaskStore) -> None:
     assert await store.token_revoked("minted-elsewhere")
     assert not await store.token_revoked("jti-1")
     assert [t.jti for t in await store.list_tokens(10)] == ["jti-1", "minted-elsewhere"]
+
+
+async def test_incarnation_stays_the_same_while_the_store_lives(store: TaskStore) -> None:
+    # Given a store that answers (each adapter can tell its life: SQLite's is one, MongoDB's
+    # the primary's process; tests/distributed/test_store_restart.py restarts mongod)
+    first = await store.incarnation()
+    # When it is asked again, with writes between
+    await create(store)
+    # Then the answer is the same
+    assert first is not None
+    assert await store.incarnation() == first

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import skip_or_fail
+from tests.mongod import MongodServer, mongod_server
 from tests.rabbitmq_node import RabbitMQNode, available, private_rabbitmq
 
 pytestmark = pytest.mark.distributed
@@ -20,3 +21,14 @@ def rabbitmq_node() -> Iterator[RabbitMQNode]:
         skip_or_fail("RabbitMQ fault tests need rabbitmq-server and rabbitmqctl to start a node")
     with private_rabbitmq() as node:
         yield node
+
+
+@pytest.fixture
+def mongod() -> Iterator[MongodServer]:
+    """A mongod of the test's own, to kill and restart (the session's one must stay up for the
+    other tests)."""
+    binary = os.environ.get("DRONEFLOW_TEST_MONGOD")
+    if not binary:
+        pytest.skip("mongod fault tests need DRONEFLOW_TEST_MONGOD (a mongod binary)")
+    with mongod_server(binary) as server:
+        yield server

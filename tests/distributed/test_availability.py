@@ -7,10 +7,9 @@ The RabbitMQ faults are applied to a private node started for this module, never
 one; the store fault to a mongod started for its test."""
 
 import asyncio
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.clients import WsClient, result_message, task_body
-from tests.mongod import MongodServer, mongod_server
+from tests.mongod import MongodServer
 from tests.processes import Cluster, cluster_env
 from tests.rabbitmq_node import RabbitMQNode
 from tests.scrape import wait_status
@@ -175,16 +174,6 @@ async def test_readyz_of_every_service_is_503_naming_rabbitmq_while_it_is_stoppe
         for url in readyz:
             back = await wait_status(http, url, 200, READY_AGAIN_TIMEOUT_S)
             assert back.json()["rabbitmq"] == "ok" and "reason" not in back.json(), url
-
-
-@pytest.fixture
-def mongod() -> Iterator[MongodServer]:
-    """Its own mongod (the session's one must stay up for the other tests)."""
-    binary = os.environ.get("DRONEFLOW_TEST_MONGOD")
-    if not binary:
-        pytest.skip("the mongod fault test needs DRONEFLOW_TEST_MONGOD (a mongod binary)")
-    with mongod_server(binary) as server:
-        yield server
 
 
 @pytest.mark.mongodb

@@ -363,6 +363,16 @@ class MongoTaskStore(MongoPresence):
         return [task_record(document) async for document in cursor]
 
     @translated
+    async def incarnation(self) -> str | None:
+        # The primary's topologyVersion.processId (MongoDB 4.4+) is new with each start of a
+        # mongod, and differs between members: a restart and a failover both change it.
+        # Behind mongos it is the router's, which a shard's restart does not change.
+        assert self._client is not None
+        reply = await self._client.admin.command("hello")
+        process_id = reply.get("topologyVersion", {}).get("processId")
+        return None if process_id is None else str(process_id)
+
+    @translated
     async def reset_dispatch(self) -> int:
         outcome = await self._tasks.update_many(
             {"dispatched_at": {"$type": "string"}, "delivery": "queued", "status": LIVE},

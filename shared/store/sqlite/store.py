@@ -178,6 +178,10 @@ class SQLiteTaskStore:
             return []
         return await self._read(jobs.select_tasks, ROUTED_BEFORE_SQL, (routed_before, limit))
 
+    async def incarnation(self) -> str | None:
+        # A committed transaction outlives any process that uses the file, so one life only.
+        return "sqlite"
+
     async def reset_dispatch(self) -> int:
         return await self._write(jobs.reset_dispatch)
 
