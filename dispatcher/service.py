@@ -226,8 +226,10 @@ class Dispatcher:
         if it never answers the copy it got, never ends it. A stamp written behind the route
         lands after the claim, so that needs no crash within the journal's window: the old
         life's claim gone and the stamp written in the new one will do. The stamps waiting
-        here are dropped first for that reason; the replay stamps anew. The copies it sends of
-        tasks still in their queues cost work only: a claim succeeds once."""
+        here are dropped, and the one being written awaited, before the replay: one written
+        between its reset of the stamps and its reading of the waiting tasks would hide its
+        task from it. The replay stamps anew. The copies it sends of tasks still in their
+        queues cost work only: a claim succeeds once."""
         incarnation = await self.store.incarnation()
         if incarnation is None:
             return 0
