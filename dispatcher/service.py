@@ -231,20 +231,31 @@ class Dispatcher:
         task from it. The replay stamps anew. The copies it sends of tasks still in their
         queues cost work only: a claim succeeds once."""
         incarnation = await self.store.incarnation()
-        if incarnation is None:
+        if incarnation is None or incarnation == self._store_incarnation:
             return 0
-        if self._store_incarnation in (None, incarnation):
-            self._store_incarnation = incarnation
-            return 0
-        await self._stamps.discard()
-        routed = await self.recover()
-        self._store_incarnation = incarnation  # only once replayed: a failed replay is redone
-        self.store_replays += 1
-        log.warning(
-            "the store restarted (or its primary changed), and may have lost writes made "
-            "without its journal: re-routed %d waiting tasks",
-            routed,
-        )
+        routed_in: str | None
+        if self._store_incarnation is not None:
+            # This process routed in the life before: its own stamps may be stale, whether or
+            # not another dispatcher has replayed already.
+            routed_in = self._store_incarnation
+        else:
+            # The store says which life was routed last, so a dispatcher that started after
+            # the restart (it may have died with mongod) still sees it.
+            routed_in = await self.store.routed_incarnation()
+        routed = 0
+        if routed_in not in (None, incarnation):
+            await self._stamps.discard()
+            routed = await self.recover()
+            self.store_replays += 1
+            log.warning(
+                "the store restarted (or its primary changed), and may have lost writes made "
+                "without its journal: re-routed %d waiting tasks",
+                routed,
+            )
+        if routed_in != incarnation:
+            await self.store.record_routed_incarnation(incarnation)
+        # Only now: a replay that failed is tried again at the next sweep.
+        self._store_incarnation = incarnation
         return routed
 
     async def recover_until_done(self, stop: asyncio.Event) -> bool:

@@ -163,6 +163,17 @@ class TaskStore(Protocol):
         task again when it sees this change. None when the store cannot tell."""
         ...
 
+    async def routed_incarnation(self) -> str | None:
+        """The incarnation whose waiting tasks a dispatcher last routed again (or first saw),
+        as `record_routed_incarnation` left it; None if never recorded. Kept in the store, so
+        that a dispatcher that started after the store's restart, with no memory of the life
+        before, still sees the change."""
+        ...
+
+    async def record_routed_incarnation(self, incarnation: str) -> None:
+        """Every task waiting in the store's life `incarnation` has been routed in it."""
+        ...
+
     async def undispatched(self, older_than: str, limit: int) -> list[TaskRecord]:
         """Non-terminal queued tasks never routed (dispatched_at unset) and last updated before
         `older_than`: their intake message may have been lost, so the dispatcher re-sends it."""

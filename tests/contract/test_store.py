@@ -1002,3 +1002,16 @@ async def test_incarnation_stays_the_same_while_the_store_lives(store: TaskStore
     # Then the answer is the same
     assert first is not None
     assert await store.incarnation() == first
+
+
+async def test_the_routed_incarnation_is_what_was_recorded_last(store: TaskStore) -> None:
+    # Given the store's incarnation recorded as routed (a dispatcher's first look, or replay)
+    incarnation = await store.incarnation()
+    assert incarnation is not None
+    await store.record_routed_incarnation(incarnation)
+    # When it is read back, also after recording it again
+    first = await store.routed_incarnation()
+    await store.record_routed_incarnation(incarnation)
+    # Then it is the store's incarnation: a dispatcher starting now has nothing to replay
+    assert first == incarnation
+    assert await store.routed_incarnation() == incarnation

@@ -37,8 +37,11 @@ async def sweep_once_back(dispatcher: Dispatcher) -> int:
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize(
+    "dispatcher_restarts", [False, True], ids=["dispatcher-lives", "dispatcher-dies-with-mongod"]
+)
 async def test_a_task_left_looking_routed_by_a_store_restart_is_routed_again(
-    rabbitmq_url: str, mongod: MongodServer, tmp_path: Path
+    rabbitmq_url: str, mongod: MongodServer, tmp_path: Path, dispatcher_restarts: bool
 ) -> None:
     settings = Settings(data_dir=tmp_path, queue_prefix=f"t{uuid.uuid4().hex[:10]}")
     queues = settings.queues
@@ -62,9 +65,11 @@ async def test_a_task_left_looking_routed_by_a_store_restart_is_routed_again(
         assert await dispatcher.sweep(grace_s=0) == 0
         assert await broker.queue_depth(queues.drone("D1")) == 0
 
-        # When mongod is killed and started again
+        # When mongod is killed and started again (with the dispatcher, or without it)
         await asyncio.to_thread(mongod.kill9)
         await asyncio.to_thread(mongod.start)
+        if dispatcher_restarts:
+            dispatcher = Dispatcher(settings, broker, store)
         acted = await sweep_once_back(dispatcher)
 
         # Then the dispatcher routed the waiting task again, and stamped it anew
@@ -73,6 +78,11 @@ async def test_a_task_left_looking_routed_by_a_store_restart_is_routed_again(
         task = await store.get_task(task_id)
         assert task is not None and task.delivery == "queued"
         assert task.dispatched_at is not None and task.dispatched_at > stamped.dispatched_at
-        # and a sweep after that leaves it: the store is in the life it has seen
+        # and later sweeps leave it, this dispatcher's and a new one's: the store says which
+        # life was routed
         assert await dispatcher.sweep(grace_s=0) == 0
         assert dispatcher.store_replays == 1
+        latecomer = Dispatcher(settings, broker, store)
+        assert await latecomer.sweep(grace_s=0) == 0
+        assert latecomer.store_replays == 0
+        assert await broker.queue_depth(queues.drone("D1")) == 1

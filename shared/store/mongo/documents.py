@@ -15,6 +15,9 @@ Document = dict[str, Any]
 DEFAULT_DATABASE: Final = "droneflow"
 TASKS: Final = "processingTasks"
 RESULTS: Final = "processingResults"
+# Facts about the store itself, one document each: which life of it the dispatchers have routed.
+STATE: Final = "storeState"
+ROUTED_INCARNATION: Final = "routed_incarnation"
 
 
 def status_in(statuses: tuple[TaskStatus, ...]) -> Document:

@@ -43,6 +43,8 @@ from shared.store.mongo.documents import (
     RESULTS,
     RETIRED_RESULT_INDEXES,
     RETIRED_TASK_INDEXES,
+    ROUTED_INCARNATION,
+    STATE,
     TASK_INDEXES,
     TASK_PROJECTION,
     TASKS,
@@ -112,6 +114,7 @@ class MongoTaskStore(MongoPresence):
         self._results_repairable: AsyncCollection[Document]
         self._tokens: AsyncCollection[Document]
         self._presence: AsyncCollection[Document]
+        self._state: AsyncCollection[Document]
         self._creations = Batcher(self._create_tasks)
         self._dispatches = Batcher(self._mark_dispatched)
         self._claims = Batcher(self._claim)
@@ -145,6 +148,7 @@ class MongoTaskStore(MongoPresence):
             self._tasks_repairable = self._tasks.with_options(write_concern=REPAIRABLE)
             self._results_repairable = self._results.with_options(write_concern=REPAIRABLE)
             self._presence = db[PRESENCE]
+            self._state = db[STATE]
             await ensure_indexes(self._tasks, TASK_INDEXES, RETIRED_TASK_INDEXES)
             await ensure_indexes(self._results, RESULT_INDEXES, RETIRED_RESULT_INDEXES)
             self._tokens = db[tokens.TOKENS]
@@ -371,6 +375,20 @@ class MongoTaskStore(MongoPresence):
         reply = await self._client.admin.command("hello")
         process_id = reply.get("topologyVersion", {}).get("processId")
         return None if process_id is None else str(process_id)
+
+    @translated
+    async def routed_incarnation(self) -> str | None:
+        document = await self._state.find_one({"_id": ROUTED_INCARNATION})
+        return None if document is None else str(document["incarnation"])
+
+    @translated
+    async def record_routed_incarnation(self, incarnation: str) -> None:
+        # Journaled (the durable concern): lost, the next dispatcher to look routes again.
+        await self._state.update_one(
+            {"_id": ROUTED_INCARNATION},
+            {"$set": {"incarnation": incarnation, "recorded_at": now_iso()}},
+            upsert=True,
+        )
 
     @translated
     async def reset_dispatch(self) -> int:

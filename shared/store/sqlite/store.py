@@ -45,6 +45,9 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 
+SQLITE_INCARNATION: Final = "sqlite"
+
+
 class SQLiteTaskStore:
     """The TaskStore port on a SQLite file; `async with SQLiteTaskStore(path) as store`.
 
@@ -179,8 +182,15 @@ class SQLiteTaskStore:
         return await self._read(jobs.select_tasks, ROUTED_BEFORE_SQL, (routed_before, limit))
 
     async def incarnation(self) -> str | None:
-        # A committed transaction outlives any process that uses the file, so one life only.
-        return "sqlite"
+        # A committed transaction outlives the crash of any process that uses the file: one
+        # life, which every dispatcher has seen.
+        return SQLITE_INCARNATION
+
+    async def routed_incarnation(self) -> str | None:
+        return SQLITE_INCARNATION
+
+    async def record_routed_incarnation(self, incarnation: str) -> None:
+        pass
 
     async def reset_dispatch(self) -> int:
         return await self._write(jobs.reset_dispatch)
