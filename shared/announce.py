@@ -8,7 +8,6 @@ from pydantic import JsonValue
 
 from shared.broker import Broker
 from shared.broker.queues import Queues
-from shared.clock import now_iso
 from shared.models import ResultRecord, TaskRecord
 from shared.protocol import encode_task_envelope, result_received_frame, status_update_frame
 from shared.store import TaskStore
@@ -29,8 +28,7 @@ async def notify_status(
     task: TaskRecord,
     additional_data: dict[str, JsonValue] | None = None,
 ) -> None:
-    frame = status_update_frame(task, now_iso(), additional_data)
-    await broker.publish(queues.app(task.app_id), frame)
+    await broker.publish(queues.app(task.app_id), status_update_frame(task, additional_data))
 
 
 async def notify_result(

@@ -235,8 +235,10 @@ def result_received_frame(result: ResultRecord, app_id: str) -> bytes:
 
 
 def status_update_frame(
-    task: TaskRecord, ts: str, additional_data: dict[str, JsonValue] | None = None
+    task: TaskRecord, additional_data: dict[str, JsonValue] | None = None
 ) -> bytes:
+    """Stamped with the task's stored `updated_at`, the time of the change it tells of: a client
+    that also read the task over REST can tell this change from a later one."""
     extra: dict[str, JsonValue] = dict(additional_data or {})
     if task.error_code is not None:
         extra.setdefault("error_code", task.error_code)
@@ -248,7 +250,7 @@ def status_update_frame(
             "status": task.status,
             "drone_id": task.drone_id,
             "additional_data": extra,
-            "timestamp": ts,
+            "timestamp": task.updated_at,
         }
     )
 

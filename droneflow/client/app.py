@@ -29,10 +29,10 @@ from droneflow.client.errors import (
 )
 from droneflow.client.handles import (
     TaskHandle,
-    TaskUpdate,
     Tracker,
     update_of_frame,
     update_of_result,
+    update_of_snapshot,
 )
 from droneflow.client.link import Backoff, Frame, Link, endpoints
 from droneflow.client.rest import RestClient
@@ -376,16 +376,7 @@ class AppClient:
             or handle.predates_last_update(task.get("updated_at"))
         ):
             return
-        self._tracker.deliver(
-            TaskUpdate(
-                task_id=handle.task_id,
-                status=status,
-                timestamp=task.get("updated_at"),
-                drone_id=task.get("drone_id"),
-                error_code=task.get("error_code"),
-                error_message=task.get("error_message"),
-            )
-        )
+        self._tracker.deliver(update_of_snapshot(task), snapshot=True)
 
     async def _fetch_result(self, task_id: str) -> None:
         result = await self.get_result(task_id)

@@ -109,6 +109,28 @@ def update_of_result(result: dict[str, Any]) -> TaskUpdate:
     )
 
 
+def update_of_snapshot(task: dict[str, Any]) -> TaskUpdate:
+    """From a task as REST returns it (not `completed`: its result is read instead)."""
+    return TaskUpdate(
+        task_id=task["task_id"],
+        status=task["status"],
+        timestamp=task.get("updated_at"),
+        drone_id=task.get("drone_id"),
+        error_code=task.get("error_code"),
+        error_message=task.get("error_message"),
+    )
+
+
+def _no_later(stamp: str | None, than: str | None) -> bool:
+    """Whether timestamp `stamp` is known to be no later than `than`."""
+    if stamp is None or than is None:
+        return False
+    try:
+        return parse_timestamp(stamp) <= parse_timestamp(than)
+    except ValueError:
+        return False
+
+
 class TaskHandle:
     """A submitted task. `updates()` yields each change and ends with the final state;
     `result()` waits for that state."""
@@ -117,6 +139,7 @@ class TaskHandle:
         self.task_id = task_id
         self.history: list[TaskUpdate] = []
         self._seen: set[bytes] = set()
+        self._snapshot: TaskUpdate | None = None
         self._final: TaskUpdate | None = None
         self._closed: str | None = None
         self._changed = asyncio.Event()
@@ -134,24 +157,31 @@ class TaskHandle:
         """Whether a stored snapshot stamped `updated_at` is older than the last update seen. A
         REST read can be answered after a newer notification overtook it; applying it would
         move the task backwards."""
-        if not self.history or updated_at is None or self.history[-1].timestamp is None:
-            return False
-        try:
-            return parse_timestamp(updated_at) <= parse_timestamp(self.history[-1].timestamp)
-        except ValueError:
-            return False
+        return bool(self.history) and _no_later(updated_at, self.history[-1].timestamp)
 
-    def record(self, update: TaskUpdate) -> bool:
-        """Add an update unless it repeats one or follows the final state."""
+    def record(self, update: TaskUpdate, *, snapshot: bool = False) -> bool:
+        """Add an update unless it repeats one, follows the final state, or tells of a change a
+        stored snapshot (`snapshot=True`) already showed."""
         key = update.dedupe_key()
-        if self._final is not None or key in self._seen:
+        if self._final is not None or key in self._seen or self._shown_by_snapshot(update):
             return False
         self._seen.add(key)
         self.history.append(update)
+        if snapshot:
+            self._snapshot = update
         if update.final:
             self._final = update
         self._wake()
         return True
+
+    def _shown_by_snapshot(self, update: TaskUpdate) -> bool:
+        """A REST read can answer before the notification of the change it shows arrives. Both
+        carry the change's stored time, so a notification of the snapshot's status stamped no
+        later than it is that change (or an older one), not news."""
+        shown = self._snapshot
+        if shown is None or update.final or update.status != shown.status:
+            return False
+        return _no_later(update.timestamp, shown.timestamp)
 
     def close(self, reason: str) -> None:
         self._closed = reason
@@ -219,7 +249,7 @@ class Tracker:
             self.deliver(update)
         return handle
 
-    def deliver(self, update: TaskUpdate) -> None:
+    def deliver(self, update: TaskUpdate, *, snapshot: bool = False) -> None:
         if update.task_id in self._finished:
             return
         handle = self.handles.get(update.task_id)
@@ -229,7 +259,7 @@ class Tracker:
             while len(self._unclaimed) > UNCLAIMED_TASKS_KEPT:
                 self._unclaimed.popitem(last=False)
             return
-        handle.record(update)
+        handle.record(update, snapshot=snapshot)
         if handle.done:
             del self.handles[update.task_id]
             self._finished[update.task_id] = handle

@@ -2,6 +2,8 @@
 
 import asyncio
 import sys
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,8 +15,11 @@ from droneflow.client import (
     SyncAppClient,
     Task,
     TaskFailed,
+    TaskHandle,
     TaskRejected,
 )
+from droneflow.client.handles import update_of_snapshot
+from shared.clock import format_timestamp, parse_timestamp
 from tests.e2e.conftest import Server
 from tests.e2e.metrics import counter, wait_counter
 from tests.processes import ServiceProcess
@@ -186,6 +191,44 @@ async def test_sdk_ignores_a_stored_snapshot_older_than_a_notification(server: S
     # Then the task never went back to pending
     assert stale["status"] == "pending"
     assert [u.status for u in handle.history] == ["processing", "completed"]
+
+
+async def test_sdk_shows_a_change_once_when_its_snapshot_overtakes_its_notification(
+    server: Server,
+) -> None:
+    # A submission that crossed a reconnect reads its task back over REST; that read can be
+    # answered before the notification of the change it shows arrives.
+    gate = Gate()
+    async with (
+        running(make_worker(server.base_url, "SdkDrone", gate)),
+        AppClient(server.base_url, app_id="SdkApp", backoff=fast_backoff()) as app,
+    ):
+        handle = await app.submit(drone_id="SdkDrone", task_type="gated", input_data={"n": 1})
+        await asyncio.wait_for(gate.started.get(), 10)
+        notified = await asyncio.wait_for(anext(handle.updates()), 10)
+        stored = await app.get_task(handle.task_id)
+        gate.opened.set()
+        await handle.result(timeout=10)
+
+    # Given the server's notification and its stored task, which carry the change's one time
+    assert stored["status"] == notified.status == "processing"
+    assert notified.timestamp == stored["updated_at"]
+    # When a handle gets the snapshot first, then the notification it overtook, then the rest
+    late = TaskHandle(handle.task_id, app.cancel)
+    assert late.record(update_of_snapshot(stored), snapshot=True)
+    assert not late.record(notified)
+    # A later progress of the same status is news
+    later = format_timestamp(parse_timestamp(stored["updated_at"]) + timedelta(milliseconds=5))
+    assert late.record(replace(notified, timestamp=later, additional_data={"progress": 75}))
+    for update in handle.history[1:]:
+        late.record(update)
+
+    # Then the change shows once, the later progress once, and the end
+    assert [(u.status, u.additional_data) for u in late.history] == [
+        ("processing", {}),
+        ("processing", {"progress": 75}),
+        ("completed", {}),
+    ]
 
 
 async def test_sdk_sync_facade_serves_a_script(server: Server) -> None:

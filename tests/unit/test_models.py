@@ -144,12 +144,13 @@ def test_frames_have_the_spec_shapes() -> None:
         "error_message",
         "timestamp",
     }
-    update = orjson.loads(status_update_frame(task, "t", {"progress": 50}))
+    update = orjson.loads(status_update_frame(task, {"progress": 50}))
     assert set(update) == {"type", "task_id", "status", "drone_id", "additional_data", "timestamp"}
     assert update["additional_data"] == {"progress": 50}
+    assert update["timestamp"] == task.updated_at  # the stored time of the change, as REST shows
     failed = orjson.loads(
         status_update_frame(
-            task.model_copy(update={"status": "failed", "error_code": "timeout"}), "t"
+            task.model_copy(update={"status": "failed", "error_code": "timeout"})
         )
     )
     assert failed["additional_data"]["error_code"] == "timeout"
