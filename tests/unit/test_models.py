@@ -149,9 +149,7 @@ def test_frames_have_the_spec_shapes() -> None:
     assert update["additional_data"] == {"progress": 50}
     assert update["timestamp"] == task.updated_at  # the stored time of the change, as REST shows
     failed = orjson.loads(
-        status_update_frame(
-            task.model_copy(update={"status": "failed", "error_code": "timeout"})
-        )
+        status_update_frame(task.model_copy(update={"status": "failed", "error_code": "timeout"}))
     )
     assert failed["additional_data"]["error_code"] == "timeout"
     welcome = orjson.loads(welcome_frame("D1", "drone", "t"))
