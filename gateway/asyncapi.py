@@ -67,6 +67,7 @@ FIELD_NOTES: Final[dict[str, str]] = {
     "TaskCancelled.request_id": "The `request_id` of the `cancel_task` frame",
     "TaskWithdrawn.reason": "`cancelled` by its application, or `timeout` (in progress too long)",
     "StatusUpdate.status": "The task's status now",
+    "StatusUpdate.timestamp": "ISO 8601, UTC: when the change was stored, the task's `updated_at`",
     "result_data": "The drone's result",
     "processing_time": "Seconds the drone spent on the task",
     "success": "false ends the task as failed (`drone_error`)",
