@@ -504,6 +504,22 @@ async def test_concurrent_claims_of_many_tasks_deliver_each_once_to_its_drone(
     assert all(claim is not None and claim.timeout_s == 30.0 for claim in claims[:5])
 
 
+async def test_a_strangers_claim_made_with_the_drones_own_does_not_stop_it(
+    store: TaskStore,
+) -> None:
+    # Given a task asked for by a stranger, then by its drone, at once (one batch, where the
+    # store joins claims)
+    task = await create(store)
+
+    stranger, own = await asyncio.gather(
+        store.claim(task.task_id, "Drone003"), store.claim(task.task_id, DRONE)
+    )
+
+    # Then its drone has it
+    assert stranger is None
+    assert own is not None and (own.drone_id, own.attempts) == (DRONE, 1)
+
+
 async def test_release_puts_a_delivered_task_back_in_the_queue(store: TaskStore) -> None:
     task = await claimed(store, timeout_s=30.0)
     await store.apply_status(task.task_id, DRONE, "processing")
