@@ -3,10 +3,10 @@
 import logging
 
 from gateway.admission import TaskAdmission
-from gateway.deadlines import Deadlines
 from shared.announce import enqueue, notify_status
 from shared.broker import Broker
 from shared.broker.queues import Queues
+from shared.deadlines import Deadlines
 from shared.errors import BrokerUnavailable
 from shared.health import Dependency
 from shared.ids import new_task_id

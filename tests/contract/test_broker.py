@@ -641,17 +641,17 @@ async def test_rabbitmq_a_settle_that_never_completes_does_not_stop_its_consumer
     # aiormq can leave the ack of a delivery from a channel lost in a RabbitMQ restart waiting
     # forever (the fault suite caught it): no restart makes that happen on cue, so the real
     # broker delivers and the first settle is made to never complete.
-    method = "ack" if settled_by == "adapter" else "reject"
-    real_settle = getattr(aio_pika.IncomingMessage, method)
-    stuck: list[bytes] = []
+    method = "basic_ack" if settled_by == "adapter" else "basic_reject"
+    real_settle = getattr(aiormq.Channel, method)
+    stuck: list[int] = []
 
-    async def settle_stuck_once(message: aio_pika.IncomingMessage, **kwargs: bool) -> None:
+    async def settle_stuck_once(channel: aiormq.Channel, tag: int, **kwargs: bool) -> None:
         if not stuck:
-            stuck.append(message.body)
+            stuck.append(tag)
             await asyncio.Event().wait()
-        await real_settle(message, **kwargs)
+        await real_settle(channel, tag, **kwargs)
 
-    monkeypatch.setattr(aio_pika.IncomingMessage, method, settle_stuck_once)
+    monkeypatch.setattr(aiormq.Channel, method, settle_stuck_once)
     queue = unique_queues.drone("d1")
     inbox = Inbox()
 
@@ -673,7 +673,7 @@ async def test_rabbitmq_a_settle_that_never_completes_does_not_stop_its_consumer
 
         # Then the stuck settle gave its slot back, and the message is handled
         assert await inbox.wait_for(2) == bodies("m1", "m2")
-        assert stuck == bodies("m1")
+        assert len(stuck) == 1
         await consumer.cancel()
     if settled_by == "adapter":  # the handler's own settle raises BrokerUnavailable instead
         assert "gave up settling a message after 0.5 s" in caplog.text

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.deadlines import Deadlines
+from shared.deadlines import Deadlines
 
 SHORT_S = 0.05
 

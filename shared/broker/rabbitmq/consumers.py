@@ -4,8 +4,9 @@ through a ConsumerHub, never through the broker."""
 
 import asyncio
 import logging
-from typing import Self
+from typing import Self, cast
 
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 
 from shared.broker import Handler, TopicHandler
@@ -13,17 +14,18 @@ from shared.broker.policy import ACK, DEAD_LETTER, REQUEUE, Verdict, run_handler
 from shared.broker.queues import QueueSpec
 from shared.broker.rabbitmq.errors import is_driver_error, translated_errors
 from shared.broker.rabbitmq.hub import Attachment, ConsumerHub, Listening
+from shared.deadlines import Deadlines
 
 # The adapter logs under one name, as it did when it was one module.
 log = logging.getLogger(__package__)
 
 
 class AmqpDelivery:
-    __slots__ = ("_message", "_timeout_s", "settled")
+    __slots__ = ("_deadlines", "_message", "settled")
 
-    def __init__(self, message: AbstractIncomingMessage, timeout_s: float) -> None:
+    def __init__(self, message: AbstractIncomingMessage, deadlines: Deadlines) -> None:
         self._message = message
-        self._timeout_s = timeout_s
+        self._deadlines = deadlines
         self.settled = False
 
     @property
@@ -39,14 +41,14 @@ class AmqpDelivery:
             return
         self.settled = True
         with translated_errors():
-            await settle(self._message, ACK, self._timeout_s)
+            await settle(self._message, ACK, self._deadlines)
 
     async def reject(self, *, requeue: bool) -> None:
         if self.settled:
             return
         self.settled = True
         with translated_errors():
-            await settle(self._message, REQUEUE if requeue else DEAD_LETTER, self._timeout_s)
+            await settle(self._message, REQUEUE if requeue else DEAD_LETTER, self._deadlines)
 
 
 class AmqpConsumer:
@@ -91,22 +93,23 @@ class AmqpConsumer:
         self._attachment = attachment
         log.warning("re-attached a lost consumer of %s", self._spec.name)
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        # aio-pika calls this in a task that is cancelled when the channel closes. The handler
-        # gets a task of ours so that it finishes its (idempotent) work and shutdown can wait
-        # for it; its settle then fails harmlessly and RabbitMQ redelivers the message.
+    def on_message(self, message: AbstractIncomingMessage) -> None:
+        # The handler runs in a task of ours, not aio-pika's (cancelled when the channel
+        # closes), so that it finishes its (idempotent) work and shutdown can wait for it; its
+        # settle then fails harmlessly and RabbitMQ redelivers the message. Not a coroutine:
+        # aio-pika then calls it without a task of its own per delivery.
         self._hub.handlers.spawn(self._run(message))
 
     async def _run(self, message: AbstractIncomingMessage) -> None:
         async with self._running:
             if self.cancelled:
                 # Delivered after cancel() but never handed over: back to its place.
-                await settle_quietly(message, REQUEUE, self._hub.timeout_s)
+                await settle_quietly(message, REQUEUE, self._hub.settles)
                 return
-            delivery = AmqpDelivery(message, self._hub.timeout_s)
+            delivery = AmqpDelivery(message, self._hub.settles)
             verdict = await run_handler(self._handler, delivery, self._spec.name)
             if verdict is not None:
-                await settle_quietly(message, verdict, self._hub.timeout_s)
+                await settle_quietly(message, verdict, self._hub.settles)
 
     async def cancel(self) -> None:
         if self.cancelled:
@@ -131,31 +134,40 @@ async def consuming(channel: AbstractRobustChannel, tag: str) -> bool:
     return tag in underlay.consumers  # type: ignore[attr-defined]
 
 
-async def settle(message: AbstractIncomingMessage, verdict: Verdict, timeout_s: float) -> None:
-    """Carry `verdict` out, or raise TimeoutError after `timeout_s`.
+async def settle(message: AbstractIncomingMessage, verdict: Verdict, deadlines: Deadlines) -> None:
+    """Carry `verdict` out, or raise TimeoutError after the deadlines' limit.
 
-    Bounded: an ack on a channel lost in a RabbitMQ restart can wait forever (aiormq's write
-    of it is never drained nor rejected; seen in the fault suite). It runs while its consumer
-    holds a prefetch slot, and the consumer keeps its slots when the watchdog re-attaches it,
-    so one such ack stopped a drone's deliveries for good."""
-    async with asyncio.timeout(timeout_s):
-        if verdict is ACK:
-            await message.ack()
-        else:
-            # RabbitMQ puts a requeued message back at its original position where it can.
-            await message.reject(requeue=verdict is REQUEUE)
+    The frame is queued for aiormq's writer, not awaited until written (`wait=False`): nothing
+    here needs to know when it left, and a wait per settle cost a future and a wake-up. Still
+    bounded: the writer's queue is bounded, and a put into it on a channel lost in a RabbitMQ
+    restart can wait forever (seen in the fault suite, when the ack awaited its write). It runs
+    while its consumer holds a prefetch slot, and the consumer keeps its slots when the
+    watchdog re-attaches it, so one such settle stopped a drone's deliveries for good."""
+    # The channel the message came on (aio-pika raises if it closed): a delivery tag means
+    # nothing on another.
+    channel = cast(aiormq.Channel, message.channel)
+    tag = message.delivery_tag
+    assert tag is not None, "work queues are consumed with manual acks"
+    if verdict is ACK:
+        await deadlines.run(channel.basic_ack(tag, wait=False))
+    else:
+        # RabbitMQ puts a requeued message back at its original position where it can.
+        await deadlines.run(channel.basic_reject(tag, requeue=verdict is REQUEUE, wait=False))
 
 
 async def settle_quietly(
-    message: AbstractIncomingMessage, verdict: Verdict, timeout_s: float
+    message: AbstractIncomingMessage, verdict: Verdict, deadlines: Deadlines
 ) -> None:
     """If the channel is gone RabbitMQ requeues the message by itself, and the consumers are
     idempotent, so a failure here is only logged."""
     try:
-        await settle(message, verdict, timeout_s)
+        await settle(message, verdict, deadlines)
     except TimeoutError:
         # Unlike a closed channel, not routine: worth seeing at the default log level.
-        log.warning("gave up settling a message after %s s (RabbitMQ will redeliver it)", timeout_s)
+        log.warning(
+            "gave up settling a message after %s s (RabbitMQ will redeliver it)",
+            deadlines.limit_s,
+        )
     except Exception as e:
         if not is_driver_error(e):
             raise
@@ -190,7 +202,7 @@ class TopicSubscription:
         self._listening = await self._hub.listen(self._topic, self.on_message)
         log.warning("re-attached a lost listener of %s", self._topic)
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    def on_message(self, message: AbstractIncomingMessage) -> None:
         if not self.cancelled:
             self._hub.handlers.spawn(run_topic_handler(self._handler, message.body, self._topic))
 

@@ -6,7 +6,7 @@ walk."""
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from aio_pika.abc import (
@@ -21,11 +21,12 @@ from shared.broker.queues import QueueSpec
 from shared.broker.rabbitmq.channels import ChannelPools, ChannelSlot
 from shared.broker.rabbitmq.errors import is_driver_error
 from shared.broker.rabbitmq.topology import Topology
+from shared.deadlines import Deadlines
 
 # The adapter logs under one name, as it did when it was one module.
 log = logging.getLogger(__package__)
 
-Callback = Callable[[AbstractIncomingMessage], Awaitable[None]]
+Callback = Callable[[AbstractIncomingMessage], None]
 
 
 class Attachment(NamedTuple):
@@ -77,11 +78,8 @@ class ConsumerHub:
         self._listener_expiry_ms = max(1, round(listener_expiry_s * 1000))
         self._live: set[Watched] = set()
         self.handlers = HandlerTasks()
-
-    @property
-    def timeout_s(self) -> float:
-        """Also the bound on a settle, which consumers run themselves."""
-        return self._timeout_s
+        # Bounds every settle: one timer for all, as they share the limit.
+        self.settles = Deadlines(timeout_s)
 
     def live(self) -> tuple[Watched, ...]:
         return tuple(self._live)

@@ -1,9 +1,10 @@
 """One time limit for many awaits, kept by one timer.
 
 `async with asyncio.timeout(s)` arms and cancels a loop timer per call: ~10 µs under uvloop on
-the bench box, paid by every task submitted (the intake publish has a deadline). Every call
-here has the same limit, so their deadlines come in the order the calls start: a queue of them
-and one timer, set for the oldest, do the same for ~1 µs a call.
+the bench box, paid on every task's path (the gateway's intake publish has a deadline, and so
+has every settle of a RabbitMQ delivery). Every call here has the same limit, so their
+deadlines come in the order the calls start: a queue of them and one timer, set for the
+oldest, do the same for ~1 µs a call.
 
 A call past its limit is cancelled, and the CancelledError becomes TimeoutError, as with
 asyncio.timeout (a cancellation from elsewhere stays a cancellation).
