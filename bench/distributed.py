@@ -42,6 +42,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from loadgen import cpu_s, memory_mib  # noqa: E402
+from procfs import runnable_wait_s  # noqa: E402
 from rabbitmq_vhost import fresh_vhost, rabbitmq_pid  # noqa: E402
 from work import WorkTable  # noqa: E402
 
@@ -89,11 +90,13 @@ class Service:
 
 @dataclass
 class CpuTable:
-    """CPU seconds of each measured process at each run boundary that loadgen printed."""
+    """CPU seconds of each measured process at each run boundary that loadgen printed, and the
+    seconds its threads waited for a CPU while runnable."""
 
     names: list[str]
     pids: list[int]
     samples: list[tuple[float, list[float]]] = field(default_factory=list)
+    waits: list[list[float | None]] = field(default_factory=list)
     tasks: list[int] = field(default_factory=list)
 
     def sample(self) -> None:
@@ -104,6 +107,7 @@ class CpuTable:
             except OSError:
                 seconds.append(float("nan"))
         self.samples.append((time.monotonic(), seconds))
+        self.waits.append([runnable_wait_s(pid) for pid in self.pids])
 
     def runs(self) -> list[tuple[float, list[float], int]]:
         """(wall s, CPU s of each process, tasks) of every measured run."""
@@ -138,6 +142,30 @@ class CpuTable:
                 f"  {name:<{width}}  {cells}  | median {statistics.median(pcts):4.0f}%"
                 f" ({statistics.median(per_task):4.0f} µs/task)"
             )
+        self._print_waits(width)
+
+    def _print_waits(self, width: int) -> None:
+        """On a box with fewer cores than busy threads, a thread also waits for a core; one
+        waiting inside a SQLite transaction keeps the other processes' writers out."""
+        spans = []
+        for (t0, _), (t1, _), before, after in zip(
+            self.samples, self.samples[1:], self.waits, self.waits[1:], strict=False
+        ):
+            spans.append(
+                [
+                    (b - a) / (t1 - t0) if a is not None and b is not None else None
+                    for a, b in zip(before, after, strict=True)
+                ]
+            )
+        if not spans or all(share is None for span in spans for share in span):
+            return
+        print("waiting for a CPU while runnable, % of the run's wall time (all threads):")
+        for i, name in enumerate(self.names):
+            shares = [span[i] for span in spans if span[i] is not None]
+            if not shares:
+                continue
+            cells = "  ".join(f"{100 * share:5.0f}%" for share in shares)
+            print(f"  {name:<{width}}  {cells}  | median {100 * statistics.median(shares):4.0f}%")
 
 
 def free_port() -> int:

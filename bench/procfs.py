@@ -16,6 +16,29 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
 
+def runnable_wait_s(pid: int) -> float | None:
+    """Seconds the process's live threads have spent runnable but waiting for a CPU (the second
+    field of each thread's schedstat), or None where the kernel keeps no such statistics or the
+    process is gone. A thread that ended takes its share with it: compare samples of a process
+    whose busy threads live as long as it does."""
+    if not _HAS_SCHEDSTAT:
+        return None
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return None
+    total_ns = 0
+    for task in tasks:
+        try:
+            total_ns += int((task / "schedstat").read_text().split()[1])
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return total_ns / 1e9
+
+
+_HAS_SCHEDSTAT = Path("/proc/self/schedstat").exists()
+
+
 def box_cpu_s() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine, all cores, from /proc/stat."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
