@@ -8,6 +8,7 @@ from shared.announce import after_release, enqueue, notify_status, resend_final_
 from shared.broker import Broker, Delivery, connection_listeners
 from shared.clock import iso_after, iso_before, now_iso, parse_timestamp
 from shared.errors import TRANSIENT_ERRORS
+from shared.health import until_done
 from shared.metrics import TASKS_RELEASED, TASKS_ROUTED, task_finished, task_redelivered
 from shared.models import MAX_PRIORITY, TaskRecord
 from shared.protocol import (
@@ -263,19 +264,16 @@ class Dispatcher:
         that blips as `serve` starts must not end the dispatcher. False when stopped first.
         `serve` awaits it before it listens: a drone served while its waiting tasks were still
         being re-routed would get them in the order they were routed, not by priority."""
-        while not stop.is_set():
-            try:
-                routed = await self.recover()
-                if routed:
-                    log.info("re-routed %d waiting tasks after a restart", routed)
-                await self.sweep(grace_s=0)
-                self.recovered = True
-                return True
-            except TRANSIENT_ERRORS as exc:
-                log.warning("recovery after a restart deferred: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
-        return False
+
+        async def attempt() -> None:
+            routed = await self.recover()
+            if routed:
+                log.info("re-routed %d waiting tasks after a restart", routed)
+            await self.sweep(grace_s=0)
+            self.recovered = True
+
+        retry_s = self.settings.sweep_interval_s
+        return await until_done(attempt, stop, retry_s, "recovery after a restart")
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.recovered and not await self.recover_until_done(stop):

@@ -6,6 +6,7 @@ import logging
 from shared.announce import notify_result, notify_status, resend_final_states
 from shared.broker import Broker, Delivery
 from shared.errors import TaskAlreadyFinished, TaskError
+from shared.health import until_done
 from shared.ids import new_object_id
 from shared.metrics import RESULTS_STORED, task_finished
 from shared.models import ResultRecord, construct_trusted
@@ -76,9 +77,16 @@ class ResultWriter:
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.broker.durable:
-            recovered = await self.recover()
-            if recovered:
-                log.info("re-sent %d final states after a restart", recovered)
+
+            async def attempt() -> None:
+                recovered = await self.recover()
+                if recovered:
+                    log.info("re-sent %d final states after a restart", recovered)
+
+            # A store away at start-up (as `serve` starts, or cut just after) is waited out.
+            retry_s = self.settings.sweep_interval_s
+            if not await until_done(attempt, stop, retry_s, "re-sending final states"):
+                return
         subscription = await self.broker.consume(
             self.queues.drone_events, self.on_event, prefetch=self.settings.consumer_prefetch
         )

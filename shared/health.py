@@ -5,6 +5,7 @@ marks the dependency away, every call it answers marks it back. The transitions 
 each (the second with how long it was away), so an outage reads as two lines per service."""
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -238,3 +239,20 @@ async def check_readiness(
     if store_problem is not None:
         problems["store"] = store_problem
     return Readiness(problems)
+
+
+async def until_done(
+    attempt: Callable[[], Awaitable[object]], stop: asyncio.Event, retry_s: float, what: str
+) -> bool:
+    """Run `attempt` until it returns, trying again every `retry_s` while RabbitMQ or the store
+    is unavailable: a dependency that blips as a service starts must not end the service.
+    False when `stop` is set first."""
+    while not stop.is_set():
+        try:
+            await attempt()
+            return True
+        except TRANSIENT_ERRORS as exc:
+            log.warning("%s deferred: %s", what, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), retry_s)
+    return False
