@@ -7,6 +7,7 @@ from pathlib import Path
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 now = time.monotonic  # CLOCK_MONOTONIC is system-wide, so generator processes share it
+_HAS_SCHEDSTAT = Path("/proc/self/schedstat").exists()
 
 
 def cpu_s(pid: int) -> float:
@@ -34,9 +35,6 @@ def runnable_wait_s(pid: int) -> float | None:
         except FileNotFoundError:  # the thread ended meanwhile
             continue
     return total_ns / 1e9
-
-
-_HAS_SCHEDSTAT = Path("/proc/self/schedstat").exists()
 
 
 def box_cpu_s() -> tuple[float, float]:
