@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ sys.path.insert(0, str(BENCH_DIR))
 from loadgen import cpu_s, memory_mib  # noqa: E402
 from procfs import runnable_wait_s  # noqa: E402
 from rabbitmq_vhost import fresh_vhost, rabbitmq_pid  # noqa: E402
+from server_process import free_port  # noqa: E402
 from work import WorkTable  # noqa: E402
 
 # The load: 20 drones, 4 apps, 100 tasks in flight. Given loadgen options win.
@@ -166,13 +166,6 @@ class CpuTable:
                 continue
             cells = "  ".join(f"{100 * share:5.0f}%" for share in shares)
             print(f"  {name:<{width}}  {cells}  | median {100 * statistics.median(shares):4.0f}%")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

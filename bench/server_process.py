@@ -31,7 +31,7 @@ class Target:
         return self.urls[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -71,7 +71,7 @@ def _server_command() -> list[str]:
 def started_server(args: argparse.Namespace) -> Iterator[Target]:
     """`droneflow serve` on a free port and a fresh DRONEFLOW_DATA_DIR; SIGTERM on exit."""
     data_dir = Path(tempfile.mkdtemp(prefix="droneflow-bench-"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DRONEFLOW_DATA_DIR": str(data_dir)}
     if args.broker_url:
         env["DRONEFLOW_BROKER_URL"] = args.broker_url
