@@ -14,11 +14,10 @@ pipelines `processing_task` and `processing_result` frames.
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import signal
 import tempfile
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from droneflow.runner import GC_YOUNG_THRESHOLD
+from droneflow.runner import GC_YOUNG_THRESHOLD, SignalFreeServer
 from shared.clock import now_iso
 from shared.ids import new_object_id, new_task_id
 from shared.models import NewTask, ResultRecord
@@ -136,15 +135,6 @@ def build_app(relay: Relay) -> Starlette:
     )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers, which re-raise SIGTERM after shutting down and so
-    end the process before the store is closed and its scratch directory removed."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 async def main(args: argparse.Namespace) -> None:
     # serve's collector setting (droneflow.runner), so that only the services differ.
     gc.freeze()
@@ -162,7 +152,9 @@ async def main(args: argparse.Namespace) -> None:
             ws_per_message_deflate=False,
             log_level="warning",
         )
-        server = _Server(config)
+        # The relay owns SIGTERM: uvicorn's handlers re-raise it after shutting down, which would
+        # end the process before the store is closed and its scratch directory removed.
+        server = SignalFreeServer(config)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, setattr, server, "should_exit", True)

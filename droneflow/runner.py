@@ -51,8 +51,9 @@ GC_YOUNG_THRESHOLD: Final = 20_000
 """Allocations between two collections of the youngest generation (CPython's default: 700)."""
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the runner owns SIGTERM/SIGINT and sets `stop`."""
+class SignalFreeServer(uvicorn.Server):
+    """uvicorn without its own signal handlers, for a caller that owns SIGTERM and SIGINT: the
+    runner sets `stop`; bench/relay.py closes its store before the process ends."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -99,7 +100,7 @@ def _listen_advice(settings: Settings, exc: OSError) -> str:
 
 def _uvicorn_server(
     settings: Settings, broker: Broker, store: TaskStore, keys: TokenKeys | None
-) -> _Server:
+) -> SignalFreeServer:
     config = uvicorn.Config(
         create_app(settings, broker, store, keys),
         host=settings.host,
@@ -117,10 +118,12 @@ def _uvicorn_server(
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
     redact_tokens_in_logs()  # after Config, which sets uvicorn's logging up
-    return _Server(config)
+    return SignalFreeServer(config)
 
 
-async def _serve_http(server: _Server, listening: socket.socket, stop: asyncio.Event) -> None:
+async def _serve_http(
+    server: SignalFreeServer, listening: socket.socket, stop: asyncio.Event
+) -> None:
     host, port = listening.getsockname()[:2]
     # uvicorn says where it serves only for a port it binds itself.
     log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
